@@ -1,0 +1,120 @@
+"""edgelm.export: a pretrained model to a quantized ONNX model folder the runtime loads.
+
+Needs the heavy tools: `pip install 'edgelm[export]'` (torch, transformers, optimum-onnx).
+
+Example:
+    from edgelm.export import export_model
+    export_model("smollm2-135m", "smollm2-int4", precision="int4")
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from edgelm.errors import EdgelmError
+from edgelm.manifest import PRECISIONS, Manifest
+
+from .model_folder import folder_size_mb, generation_defaults, package_versions, staged_folder, write_tokenizer_files
+from .onnx_graph import export_fp32_graph, read_interface
+from .progress import Progress
+from .quantize import QUANTIZERS
+from .sources import resolve_source
+from .validate import validate
+
+__all__ = ["export_model"]
+
+
+def export_model(
+    source: str,
+    output: str | Path,
+    precision: str = "int4",
+    block_size: int = 32,
+    accuracy_level: int = 4,
+    check: bool = True,
+    force: bool = False,
+    quiet: bool = False,
+) -> Manifest:
+    """Exports `source` to an ONNX model folder at `output`.
+
+    Args:
+        source: a Hugging Face folder or hub id, a .gguf file, or an alias ('smollm2-135m', 'gemma3-270m').
+        output: the folder to write; it appears only once the export is complete.
+        precision: 'fp32', 'int8' (dynamic, per channel) or 'int4' (MatMulNBits, weight-only).
+        block_size: int4 block size (a power of two >= 16).
+        accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
+        check: validate against PyTorch and record the numbers in the manifest.
+        force: replace an existing `output`.
+        quiet: no progress lines.
+    Returns:
+        The manifest written into the folder.
+    Raises:
+        EdgelmError: for an unknown source, precision or architecture, or an existing output.
+    """
+    if precision not in PRECISIONS:
+        raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    started = time.perf_counter()
+    progress = Progress(5 if check else 4, quiet=quiet)
+    with staged_folder(Path(output), force=force) as out, tempfile.TemporaryDirectory(prefix="edgelm-export-") as tmp:
+        work = Path(tmp)
+        with progress.step(f"loading {source}"):
+            src = resolve_source(source, work)
+            config = _hf_config(src.hf_folder)
+        with progress.step(f"exporting ONNX graph ({config.model_type})"):
+            fp32_graph = export_fp32_graph(src.hf_folder, work / "onnx")
+            graph_inputs, kv = read_interface(fp32_graph)
+        with progress.step(f"writing {precision} graph"):
+            settings = _quantizer(precision, block_size, accuracy_level)(fp32_graph, out / "model.onnx")
+        with progress.step("writing tokenizer and manifest"):
+            manifest = Manifest(
+                model_type=config.model_type,
+                vocab_size=int(config.vocab_size),
+                context_length=int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")),
+                kv=kv,
+                tokens=write_tokenizer_files(src.hf_folder, out),
+                precision=precision,
+                graph_inputs=graph_inputs,
+                quantization=settings,
+                source=src.describe(),
+                generation_defaults=generation_defaults(src.hf_folder),
+                versions=package_versions(),
+            )
+            manifest.save(out)
+        if check:
+            with progress.step("validating against PyTorch"):
+                manifest.validation = validate(out, manifest, src.hf_folder)
+        manifest.validation["export_seconds"] = round(time.perf_counter() - started, 1)
+        manifest.validation["folder_mb"] = folder_size_mb(out)
+        manifest.save(out)
+    progress.say(_report(manifest, Path(output)))
+    return manifest
+
+
+def _quantizer(precision: str, block_size: int, accuracy_level: int):
+    if precision == "int4":
+        return lambda src, dst: QUANTIZERS["int4"](src, dst, block_size=block_size, accuracy_level=accuracy_level)
+    return QUANTIZERS[precision]
+
+
+def _hf_config(folder: Path):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as exc:
+        raise EdgelmError(f"transformers cannot read {folder}/config.json: {exc}") from exc
+    return getattr(config, "text_config", None) if config.model_type == "gemma3" else config
+
+
+def _report(manifest: Manifest, output: Path) -> str:
+    v = manifest.validation
+    lines = [f"exported {manifest.source.get('id')} ({manifest.model_type}, {manifest.precision}) to {output}: "
+             f"{v.get('folder_mb')} MB in {v.get('export_seconds')} s"]
+    if "max_abs_logit_diff" in v:
+        lines.append(
+            f"  max |logit diff| vs PyTorch {v['max_abs_logit_diff']:.2e}, greedy agreement {v['greedy_agreement']:.1%}, "
+            f"identical greedy prefix {v['greedy_identical_prefix']} of {v['greedy_tokens']} tokens, "
+            f"perplexity {v['perplexity']} (PyTorch fp32 {v['perplexity_pytorch_fp32']}) on {v['perplexity_tokens']} tokens"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Writing the self-contained model folder: all or nothing."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+from edgelm.errors import EdgelmError
+from edgelm.manifest import TokenSpec
+
+PACKAGES = ("edgelm", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
+
+
+@contextmanager
+def staged_folder(output: Path, force: bool = False):
+    """Yields an empty staging folder beside `output`; renames it to `output` only if the block succeeds.
+
+    An error or Ctrl-C inside the block removes the staging folder, so `output` is either the
+    complete new export or untouched.
+    """
+    output = output.expanduser().resolve()
+    if output.exists() and not force:
+        raise EdgelmError(f"{output} already exists; choose another -o folder or pass --force to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        yield staging
+        if output.exists():
+            retired = output.with_name(f".{output.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            output.rename(retired)
+            staging.rename(output)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_tokenizer_files(hf_folder: Path, out: Path) -> TokenSpec:
+    """Copies tokenizer.json and the chat template; returns the special tokens the runtime needs."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_folder)
+    if not getattr(tokenizer, "is_fast", False):
+        raise EdgelmError(f"{hf_folder} has no fast tokenizer (tokenizer.json); edgelm's runtime needs one")
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    if template:
+        (out / "chat_template.jinja").write_text(template, encoding="utf-8")
+    eos = _ids(tokenizer.eos_token_id)
+    try:
+        eos += _ids(GenerationConfig.from_pretrained(hf_folder).eos_token_id)
+    except OSError:  # the folder has no generation_config.json
+        pass
+    return TokenSpec(
+        tokenizer_file="tokenizer.json",
+        chat_template_file="chat_template.jinja" if template else None,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_ids=sorted(set(eos)),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+    )
+
+
+def generation_defaults(hf_folder: Path) -> dict:
+    """The model's own sampling defaults, when its generation_config asks to sample."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(hf_folder)
+    except OSError:
+        return {}
+    if not config.do_sample:
+        return {}
+    return {"temperature": config.temperature or 1.0, "top_k": config.top_k or 0, "top_p": config.top_p or 1.0}
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def folder_size_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6, 1)
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+

@@ -1,0 +1,73 @@
+"""Exporting the decoder with optimum, and reading its KV interface back from the graph."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import onnx
+
+from edgelm.errors import EdgelmError
+from edgelm.manifest import KVCacheSpec
+
+TASK = "text-generation-with-past"
+PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+
+
+def export_fp32_graph(hf_folder: Path, out_dir: Path) -> Path:
+    """Runs optimum's exporter; returns the path of the fp32 `model.onnx` with the KV cache as inputs/outputs."""
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(hf_folder).model_type
+    check_supported(model_type)
+    noise = io.StringIO()  # torch.onnx's tracer warnings say nothing the user can act on
+    with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+        warnings.simplefilter("ignore")
+        main_export(str(hf_folder), str(out_dir), task=TASK, do_validation=False, library_name="transformers")
+    graph = out_dir / "model.onnx"
+    if not graph.is_file():
+        raise EdgelmError(f"optimum wrote no model.onnx for {hf_folder}")
+    return graph
+
+
+def check_supported(model_type: str) -> None:
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
+    except KeyError:
+        tasks = {}
+    if TASK not in tasks:
+        raise EdgelmError(
+            f"optimum's ONNX exporter does not support {model_type!r} for {TASK}; "
+            "edgelm can export the architectures optimum supports (gpt2, llama, gemma3_text, qwen2, mistral, phi3, ...)"
+        )
+
+
+def read_interface(graph_path: Path) -> tuple[list[str], KVCacheSpec]:
+    """The graph's non-cache inputs and its KV cache layout, as the manifest records them."""
+    model = onnx.load(str(graph_path), load_external_data=False)
+    inputs, layers, kv = [], set(), {}
+    for value in model.graph.input:
+        match = PAST.match(value.name)
+        if not match:
+            inputs.append(value.name)
+            continue
+        layers.add(int(match.group(1)))
+        dims = [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+        kv[value.name] = (dims, onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name)
+    if not layers or sorted(layers) != list(range(len(layers))):
+        raise EdgelmError(f"{graph_path} has no past_key_values.N.key/value inputs in order; cannot run it with a cache")
+    (_, heads, _, head_dim), dtype = kv["past_key_values.0.key"]
+    if not isinstance(heads, int) or not isinstance(head_dim, int):
+        raise EdgelmError(f"{graph_path}: the cache's head count and head size must be fixed, got {heads}, {head_dim}")
+    outputs = {o.name for o in model.graph.output}
+    spec = KVCacheSpec(num_layers=len(layers), num_kv_heads=heads, head_dim=head_dim, dtype=dtype)
+    missing = [n for n in ["logits", *spec.present_names()] if n not in outputs]
+    if missing:
+        raise EdgelmError(f"{graph_path} lacks outputs {', '.join(missing[:3])}; cannot run it with a cache")
+    return inputs, spec

@@ -1,0 +1,134 @@
+"""Quantizing the fp32 graph: int8 dynamic per channel, or int4 weight-only MatMulNBits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+
+from edgelm.errors import EdgelmError
+
+DATA_SUFFIX = ".data"
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Saves with the weights in one external file beside the graph (`model.onnx.data`)."""
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+        location=path.name + DATA_SUFFIX, size_threshold=1024,
+    )
+
+
+def copy_fp32(src: Path, dst: Path) -> dict:
+    save_graph(onnx.load(str(src)), dst)
+    return {}
+
+
+def quantize_int8(src: Path, dst: Path) -> dict:
+    """Dynamic quantization of MatMul weights to int8, one scale per output channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    if materialize_transposed_weights(model):
+        src = dst.with_name("untied.onnx")
+        save_graph(model, src)
+    del model
+
+    settings = {"method": "onnxruntime.quantize_dynamic", "weight_type": "int8", "per_channel": True,
+                "op_types": ["MatMul"], "activations": "uint8, dynamic per tensor"}
+    quantize_dynamic(
+        str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+        use_external_data_format=True, extra_options={"MatMulConstBOnly": True},
+    )
+    for leftover in dst.parent.glob("untied.onnx*"):
+        leftover.unlink()
+    _rename_external_data(dst)
+    settings["quantized_nodes"] = _count(dst, "MatMulInteger") + _count(dst, "DynamicQuantizeMatMul")
+    return settings
+
+
+def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4, embeddings: bool = True) -> dict:
+    """Weight-only 4-bit blocks (MatMulNBits) for every MatMul with constant weights, the LM head included.
+
+    accuracy_level 4 lets the CPU kernel multiply in int8 (VNNI/AMX); `embeddings` also
+    stores the token embedding table in 4 bits (GatherBlockQuantized).
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    if block_size < 16 or block_size & (block_size - 1):
+        raise EdgelmError(f"block_size={block_size} must be a power of two >= 16 (32 is the default)")
+    if accuracy_level not in (0, 1, 2, 3, 4):
+        raise EdgelmError(f"accuracy_level={accuracy_level} must be 0-4 (4: int8 compute, the fastest on CPU)")
+    ops = ("MatMul", "Gather") if embeddings else ("MatMul",)
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level, op_types_to_quantize=ops,
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    model = onnx.load(str(src))
+    materialize_transposed_weights(model)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    model = quantizer.model.model
+    _drop_unused_initializers(model)
+    save_graph(model, dst)
+    return {
+        "method": "onnxruntime.MatMulNBitsQuantizer (RTN)", "bits": 4, "block_size": block_size,
+        "symmetric": False, "accuracy_level": accuracy_level, "op_types": list(ops),
+        "quantized_nodes": _count(dst, "MatMulNBits") + _count(dst, "GatherBlockQuantized"),
+    }
+
+
+def materialize_transposed_weights(model: onnx.ModelProto) -> int:
+    """Replaces `Transpose(initializer)` feeding a MatMul with a transposed initializer.
+
+    optimum stores a tied LM head as Transpose(embedding table) to save disk; the quantizers
+    only quantize MatMuls whose weight is an initializer, so the LM head would stay fp32
+    (the largest single matrix in a small model). Returns how many were replaced.
+    """
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    replaced = []
+    for node in model.graph.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or any(u.op_type != "MatMul" or u.input[1] != node.output[0] for u in users):
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        weight = numpy_helper.to_array(inits[node.input[0]]).transpose(perm)
+        model.graph.initializer.append(numpy_helper.from_array(weight.copy(), node.output[0]))
+        replaced.append(node)
+    for node in replaced:
+        model.graph.node.remove(node)
+    return len(replaced)
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """The quantizer leaves the fp32 originals of replaced weights behind; they only cost disk."""
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def _rename_external_data(path: Path) -> None:
+    """quantize_dynamic names the data file itself; re-save so every precision has `model.onnx.data`."""
+    model = onnx.load(str(path))
+    for stale in path.parent.glob("*.data"):
+        stale.unlink()
+    save_graph(model, path)
+
+
+def _count(path: Path, op_type: str) -> int:
+    return sum(n.op_type == op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+QUANTIZERS = {"fp32": copy_fp32, "int8": quantize_int8, "int4": quantize_int4}

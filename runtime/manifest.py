@@ -1,0 +1,119 @@
+"""The model folder's manifest (`edgelm.json`): the contract between export and runtime.
+
+Export writes it; the runtime reads nothing else about the architecture. Anything
+model-specific the decode loop needs (KV names, shapes, which inputs the graph takes,
+special token ids) lives here, so the loop itself stays generic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import EdgelmError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "edgelm.json"
+PRECISIONS = ("fp32", "int8", "int4")
+
+
+@dataclass
+class KVCacheSpec:
+    """How the graph takes and returns its key/value cache."""
+
+    num_layers: int  # decoder layers, one key and one value tensor each
+    num_kv_heads: int  # heads in the cache (fewer than attention heads with GQA)
+    head_dim: int  # size of each cached head vector
+    dtype: str = "float32"  # numpy dtype name of the cache tensors
+    layout: str = "batch,kv_heads,seq,head_dim"  # axis order of every cache tensor
+    past_key: str = "past_key_values.{layer}.key"  # graph input name template
+    past_value: str = "past_key_values.{layer}.value"
+    present_key: str = "present.{layer}.key"  # graph output name template
+    present_value: str = "present.{layer}.value"
+
+    def past_names(self) -> list[str]:
+        return [n.format(layer=i) for i in range(self.num_layers) for n in (self.past_key, self.past_value)]
+
+    def present_names(self) -> list[str]:
+        return [n.format(layer=i) for i in range(self.num_layers) for n in (self.present_key, self.present_value)]
+
+
+@dataclass
+class TokenSpec:
+    """Special tokens and tokenizer files."""
+
+    tokenizer_file: str = "tokenizer.json"  # a `tokenizers` JSON file in the folder
+    chat_template_file: str | None = None  # a Jinja2 chat template in the folder, if the model has one
+    bos_token_id: int | None = None
+    eos_token_ids: list[int] = field(default_factory=list)  # generation stops at any of these
+    pad_token_id: int | None = None
+    bos_token: str | None = None  # text forms, handed to the chat template
+    eos_token: str | None = None
+
+
+@dataclass
+class Manifest:
+    """Everything the runtime needs to know about an exported model folder."""
+
+    model_type: str  # transformers model_type, e.g. "llama", "gpt2", "gemma3_text"
+    vocab_size: int  # width of the logits output
+    context_length: int  # most positions the model was trained for
+    kv: KVCacheSpec
+    tokens: TokenSpec
+    precision: str  # one of PRECISIONS
+    graph_file: str = "model.onnx"
+    graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
+    logits_output: str = "logits"  # (batch, seq, vocab)
+    quantization: dict = field(default_factory=dict)  # method and settings, {} for fp32
+    source: dict = field(default_factory=dict)  # what was exported: kind, id, sha256
+    generation_defaults: dict = field(default_factory=dict)  # from the model's generation_config
+    validation: dict = field(default_factory=dict)  # numbers measured at export time
+    versions: dict = field(default_factory=dict)  # packages that made the folder
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise EdgelmError(f"manifest: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.kv.num_layers < 1 or self.kv.num_kv_heads < 1 or self.kv.head_dim < 1:
+            raise EdgelmError("manifest: kv.num_layers, kv.num_kv_heads and kv.head_dim must be positive")
+        if "input_ids" not in self.graph_inputs:
+            raise EdgelmError("manifest: graph_inputs must include 'input_ids'")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        data = dict(data)
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise EdgelmError(
+                f"manifest format_version {version!r} is not supported (this edgelm reads {FORMAT_VERSION}); "
+                "re-export the model with this edgelm version"
+            )
+        try:
+            data["kv"] = KVCacheSpec(**data["kv"])
+            data["tokens"] = TokenSpec(**data["tokens"])
+            return cls(**data)
+        except (KeyError, TypeError) as exc:
+            raise EdgelmError(f"manifest is malformed ({exc}); re-export the model") from exc
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Manifest":
+        path = Path(folder) / MANIFEST_NAME
+        if not path.is_file():
+            raise EdgelmError(
+                f"{folder} is not an edgelm model folder (no {MANIFEST_NAME}); "
+                f"create one with: edgelm export SOURCE -o {folder}"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise EdgelmError(f"{path} is not valid JSON ({exc}); re-export the model") from exc
+        return cls.from_dict(data)

@@ -1,0 +1,167 @@
+"""`edgelm.pipeline('text-generation', model=...)`: transformers' call shape on the edgelm runtime."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .aliases import ALIASES, cached_export_folder
+from .errors import EdgelmError
+from .manifest import MANIFEST_NAME, PRECISIONS
+from .model import Model
+
+TRANSFORMERS_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}  # as transformers samples
+
+
+def resolve_model(model: str | Path, precision: str = "int4") -> Path:
+    """An edgelm model folder for `model`: the folder itself, or an export cached once.
+
+    `model` is an edgelm folder, an alias (`smollm2-135m`), a Hugging Face folder or hub id,
+    or a `.gguf` file. Anything but an edgelm folder is exported on first use (needs
+    `pip install 'edgelm[export]'`) and reused afterwards.
+    """
+    path = Path(model).expanduser()
+    if (path / MANIFEST_NAME).is_file():
+        return path
+    text = str(model)
+    looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or text.endswith(".gguf")
+    if looks_local and not path.exists():
+        raise EdgelmError(
+            f"{model} does not exist: give an edgelm model folder, an alias ({', '.join(ALIASES)}), "
+            "a Hugging Face folder or hub id, or a .gguf file"
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise EdgelmError(f"{path} is not an edgelm model folder (no {MANIFEST_NAME}); create one with: edgelm export SOURCE -o {path}")
+    if precision not in PRECISIONS:
+        raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    folder = cached_export_folder(str(model), precision)
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    export_model = export_or_explain(f"{model!r} is not an exported edgelm folder, and exporting it")
+    print(f"edgelm: exporting {model} to {precision} into {folder} (once; later calls reuse it)", file=sys.stderr)
+    export_model(str(model), folder, precision=precision)
+    return folder
+
+
+def export_or_explain(what: str = "exporting"):
+    """`edgelm.export.export_model`, or an error that says how to install the exporter."""
+    try:
+        from edgelm.export import export_model
+    except ImportError as exc:
+        raise EdgelmError(f"{what} needs the exporter: pip install 'edgelm[export]' (missing: {exc.name})") from exc
+    return export_model
+
+
+class TextGenerationPipeline:
+    """Answers `generator(text, max_length=30, ...)` with `[{'generated_text': ...}]`."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def __call__(
+        self,
+        text_inputs,
+        max_length: int | None = None,
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        num_return_sequences: int = 1,
+        return_full_text: bool = True,
+        stop_strings: str | list[str] | None = None,
+        seed: int | None = None,
+    ):
+        """Continues one text, a list of texts, or one chat (a list of role/content dicts).
+
+        Args mirror transformers: `max_length` counts prompt and new tokens, `max_new_tokens`
+        only new ones (it wins when both are given); sampling happens only with `do_sample=True`.
+        Returns:
+            [{'generated_text': str}] per sequence; a list of such lists for a list of texts.
+        """
+        if num_return_sequences < 1:
+            raise EdgelmError(f"num_return_sequences={num_return_sequences} must be >= 1")
+        sample = bool(do_sample) if do_sample is not None else not self.model.defaults.greedy
+        if num_return_sequences > 1 and not sample:
+            raise EdgelmError("num_return_sequences > 1 gives identical greedy outputs: pass do_sample=True")
+        settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
+        if stop_strings is not None:
+            settings["stop"] = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings)
+        if sample:
+            defaults = self.model.defaults if not self.model.defaults.greedy else None
+            settings["temperature"] = temperature or (defaults.temperature if defaults else TRANSFORMERS_SAMPLING_DEFAULTS["temperature"])
+            settings["top_k"] = top_k if top_k is not None else (defaults.top_k if defaults else TRANSFORMERS_SAMPLING_DEFAULTS["top_k"])
+        else:
+            settings["temperature"] = 0.0
+        if isinstance(text_inputs, str):
+            return self._one(text_inputs, max_length, max_new_tokens, settings, num_return_sequences, return_full_text)
+        if isinstance(text_inputs, list) and text_inputs and all(isinstance(m, dict) for m in text_inputs):
+            return self._chat(text_inputs, max_length, max_new_tokens, settings, num_return_sequences)
+        if isinstance(text_inputs, list) and all(isinstance(t, str) for t in text_inputs):
+            return [
+                self._one(t, max_length, max_new_tokens, settings, num_return_sequences, return_full_text)
+                for t in text_inputs
+            ]
+        raise EdgelmError("text_inputs must be a string, a list of strings, or a chat (list of role/content dicts)")
+
+    def _budget(self, prompt_len: int, max_length: int | None, max_new_tokens: int | None) -> int:
+        if max_new_tokens is not None:
+            return max_new_tokens
+        if max_length is not None:
+            return max(0, max_length - prompt_len)
+        return self.model.defaults.max_new_tokens
+
+    def _runs(self, n: int, settings: dict):
+        for i in range(n):
+            seed = settings.get("seed")
+            yield dict(settings, seed=None if seed is None else seed + i)
+
+    def _one(self, text, max_length, max_new_tokens, settings, n, return_full_text):
+        ids = self.model.encode(text)
+        budget = self._budget(len(ids), max_length, max_new_tokens)
+        out = []
+        for run in self._runs(n, settings):
+            new_text = "".join(self.model.stream_ids(ids, self.model.config(max_new_tokens=budget, **run)))
+            out.append({"generated_text": text + new_text if return_full_text else new_text})
+        return out
+
+    def _chat(self, messages, max_length, max_new_tokens, settings, n):
+        prompt = self.model.chat_template.render(messages, add_generation_prompt=True)
+        ids = self.model.encode(prompt, add_special_tokens=False)
+        budget = self._budget(len(ids), max_length, max_new_tokens)
+        out = []
+        for run in self._runs(n, settings):
+            reply = "".join(self.model.stream_ids(ids, self.model.config(max_new_tokens=budget, **run)))
+            out.append({"generated_text": [*messages, {"role": "assistant", "content": reply}]})
+        return out
+
+
+def pipeline(
+    task: str = "text-generation",
+    model: str | Path | None = None,
+    precision: str = "int4",
+    device: str = "cpu",
+    threads: int | None = None,
+) -> TextGenerationPipeline:
+    """A transformers-style text generator running on the edgelm runtime.
+
+    Args:
+        task: only 'text-generation'.
+        model: an edgelm folder, an alias ('smollm2-135m', 'gemma3-270m'), a Hugging Face
+            folder or hub id, or a .gguf file; non-folders are exported once and cached.
+        precision: for exports made here: 'int4' (default), 'int8' or 'fp32'.
+        device: 'cpu' or 'cuda'.
+        threads: CPU threads (default: one per available core).
+    Example:
+        generator = edgelm.pipeline('text-generation', model='smollm2-135m')
+        generator('Machine learning is', max_length=30)
+    """
+    if task != "text-generation":
+        raise EdgelmError(f"task {task!r} is not supported: edgelm offers 'text-generation'")
+    if model is None:
+        from .aliases import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+    return TextGenerationPipeline(Model(resolve_model(model, precision), device=device, threads=threads))

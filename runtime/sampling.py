@@ -1,0 +1,51 @@
+"""Choosing the next token from a row of logits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import GenerationConfig
+
+
+class Sampler:
+    """Turns logits into a token id under a GenerationConfig (greedy, temperature, top-k/p, min-p)."""
+
+    def __init__(self, config: GenerationConfig):
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+
+    def __call__(self, logits: np.ndarray, seen: np.ndarray | None = None) -> int:
+        """Pick a token. `logits` is (vocab,); `seen` holds token ids already in the context."""
+        cfg = self.config
+        if cfg.repetition_penalty != 1.0 and seen is not None and seen.size:
+            logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+        if cfg.greedy:
+            return int(np.argmax(logits))
+        return int(self._sample(logits.astype(np.float64) / cfg.temperature))
+
+    def _sample(self, scores: np.ndarray) -> int:
+        cfg = self.config
+        if cfg.top_k and cfg.top_k < scores.size:
+            kth = np.partition(scores, -cfg.top_k)[-cfg.top_k]
+            scores = np.where(scores < kth, -np.inf, scores)
+        probs = np.exp(scores - scores.max())
+        probs /= probs.sum()
+        if cfg.min_p > 0:
+            probs = np.where(probs < cfg.min_p * probs.max(), 0.0, probs)
+        if cfg.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            # keep tokens until the mass before them reaches top_p (the top token always stays)
+            drop = order[(cumulative - probs[order]) >= cfg.top_p]
+            probs[drop] = 0.0
+        probs /= probs.sum()
+        return self.rng.choice(probs.size, p=probs)
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """CTRL-style penalty, as transformers applies it: divide positive scores, multiply negative ones."""
+    logits = logits.copy()
+    ids = np.unique(seen)
+    picked = logits[ids]
+    logits[ids] = np.where(picked > 0, picked / penalty, picked * penalty)
+    return logits

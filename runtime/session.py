@@ -1,0 +1,102 @@
+"""The ONNX Runtime session and its key/value cache: prefill a prompt, then one token a step."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import EdgelmError
+from .manifest import Manifest
+
+DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def default_threads() -> int:
+    """One thread per core the process may use; ONNX Runtime's own default also counts hyper-threads."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization."""
+    if device not in DEVICES:
+        raise EdgelmError(f"device {device!r} is not supported: use one of {', '.join(DEVICES)}")
+    provider = DEVICES[device]
+    if provider not in ort.get_available_providers():
+        raise EdgelmError(
+            f"device {device!r} needs {provider}, which this onnxruntime build lacks "
+            f"(it has {', '.join(ort.get_available_providers())}); for CUDA: pip install onnxruntime-gpu"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(graph_path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; re-export the model") from exc
+
+
+class KVCache:
+    """The cache tensors of one sequence batch, kept as OrtValues so they never round-trip through numpy."""
+
+    def __init__(self, values: list[ort.OrtValue], length: int = 0):
+        self.values = values  # per layer: key, value; each (batch, kv_heads, length, head_dim)
+        self.length = length  # positions already in the cache
+
+
+class GraphRunner:
+    """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`."""
+
+    def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None):
+        self.manifest = manifest
+        self.device = device
+        self.session = make_session(folder / manifest.graph_file, device, threads)
+        self.past_names = manifest.kv.past_names()
+        self.present_names = manifest.kv.present_names()
+        self.inputs = set(manifest.graph_inputs)
+        self.kv_dtype = np.dtype(manifest.kv.dtype)
+        self._ort_device = "cuda" if device == "cuda" else "cpu"
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        missing = [n for n in [*manifest.graph_inputs, *self.past_names] if n not in graph_inputs]
+        if missing:
+            raise EdgelmError(f"the graph lacks inputs the manifest names: {', '.join(missing[:4])}; re-export the model")
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        kv = self.manifest.kv
+        empty = np.zeros((batch, kv.num_kv_heads, 0, kv.head_dim), dtype=self.kv_dtype)  # a first step has no past
+        return KVCache([ort.OrtValue.ortvalue_from_numpy(empty, self._ort_device) for _ in self.past_names])
+
+    def forward(self, input_ids: np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+        """Runs `input_ids` (batch, seq) after what `cache` holds; updates the cache.
+
+        Returns the logits of the last position (batch, vocab), or of every position
+        (batch, seq, vocab) with `all_logits`.
+        """
+        batch, seq = input_ids.shape
+        total = cache.length + seq
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        if "attention_mask" in self.inputs:
+            binding.bind_cpu_input("attention_mask", np.ones((batch, total), dtype=np.int64))
+        if "position_ids" in self.inputs:
+            positions = np.arange(cache.length, total, dtype=np.int64)
+            binding.bind_cpu_input("position_ids", np.broadcast_to(positions, (batch, seq)).copy())
+        for name, value in zip(self.past_names, cache.values):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output(self.manifest.logits_output, "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self._ort_device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        cache.values = outputs[1:]
+        cache.length = total
+        logits = outputs[0].numpy()  # (batch, seq, vocab)
+        return logits if all_logits else logits[:, -1, :]

@@ -1,0 +1,67 @@
+"""transformers' call shape: pipeline('text-generation', model=...)(text, max_length=30, ...)."""
+
+import pytest
+
+import edgelm
+from edgelm.errors import EdgelmError
+
+
+@pytest.fixture(scope="module")
+def generator(exported):
+    return edgelm.pipeline("text-generation", model=str(exported("gpt2", "fp32")))
+
+
+def test_the_users_own_example(generator):
+    out = generator("Machine learning is", max_length=30, num_return_sequences=1)
+    assert isinstance(out, list) and len(out) == 1 and set(out[0]) == {"generated_text"}
+    text = out[0]["generated_text"]
+    assert text.startswith("Machine learning is")
+    prompt_tokens = len(generator.model.encode("Machine learning is"))
+    new_tokens = generator.model.last_timings.generated_tokens
+    assert prompt_tokens + new_tokens <= 30
+
+
+def test_return_full_text_false_and_max_new_tokens(generator):
+    full = generator("Hi", max_new_tokens=6)[0]["generated_text"]
+    new = generator("Hi", max_new_tokens=6, return_full_text=False)[0]["generated_text"]
+    assert full == "Hi" + new
+
+
+def test_sampling_arguments(generator):
+    a = generator("Hi", max_new_tokens=8, do_sample=True, temperature=0.9, top_k=20, top_p=0.95, seed=3,
+                  num_return_sequences=2)
+    b = generator("Hi", max_new_tokens=8, do_sample=True, temperature=0.9, top_k=20, top_p=0.95, seed=3,
+                  num_return_sequences=2)
+    assert a == b and len(a) == 2
+
+
+def test_list_of_prompts(generator):
+    out = generator(["A", "B"], max_new_tokens=3)
+    assert [o[0]["generated_text"][0] for o in out] == ["A", "B"]
+
+
+def test_greedy_with_several_sequences_is_refused(generator):
+    with pytest.raises(EdgelmError, match="do_sample=True"):
+        generator("Hi", num_return_sequences=2)
+
+
+def test_only_text_generation():
+    with pytest.raises(EdgelmError, match="'text-generation'"):
+        edgelm.pipeline("summarization", model="x")
+
+
+def test_alias_resolves_to_its_cached_export(exported, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    shutil.copytree(exported("gpt2", "int4"), tmp_path / "smollm2-135m-int4")
+    assert edgelm.resolve_model("smollm2-135m") == tmp_path / "smollm2-135m-int4"
+    out = edgelm.pipeline("text-generation", model="smollm2-135m")("Hi", max_new_tokens=2)
+    assert out[0]["generated_text"].startswith("Hi")
+
+
+def test_hf_folder_is_exported_once_into_the_cache(hf_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    folder = edgelm.resolve_model(str(hf_folder("gpt2")), precision="int8")
+    assert (folder / "edgelm.json").is_file() and folder.parent == tmp_path
+    assert edgelm.resolve_model(str(hf_folder("gpt2")), precision="int8") == folder
