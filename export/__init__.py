@@ -16,7 +16,7 @@ from pathlib import Path
 from edgelm.errors import EdgelmError
 from edgelm.manifest import PRECISIONS, Manifest
 
-from .model_folder import folder_size_mb, generation_defaults, package_versions, staged_folder, write_tokenizer_files
+from .model_folder import count_parameters, folder_size_mb, generation_defaults, package_versions, staged_folder, write_tokenizer_files
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress
 from .quantize import QUANTIZERS
@@ -74,6 +74,7 @@ def export_model(
                 kv=kv,
                 tokens=write_tokenizer_files(src.hf_folder, out),
                 precision=precision,
+                parameters=count_parameters(src.hf_folder),
                 graph_inputs=graph_inputs,
                 quantization=settings,
                 source=src.describe(),

@@ -90,6 +90,24 @@ def package_versions() -> dict:
     return versions
 
 
+def count_parameters(hf_folder: Path) -> int:
+    """Weights in the folder's safetensors files, read from their headers (no tensor is loaded)."""
+    import json
+    import struct
+
+    total = 0
+    for path in hf_folder.glob("*.safetensors"):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        for name, info in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in info["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
 def folder_size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6, 1)
 

@@ -13,6 +13,9 @@ import onnx
 from edgelm.errors import EdgelmError
 from edgelm.manifest import KVCacheSpec
 
+from .logits_slice import add_logits_slice
+from .quantize import save_graph
+
 TASK = "text-generation-with-past"
 PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
@@ -31,7 +34,12 @@ def export_fp32_graph(hf_folder: Path, out_dir: Path) -> Path:
     graph = out_dir / "model.onnx"
     if not graph.is_file():
         raise EdgelmError(f"optimum wrote no model.onnx for {hf_folder}")
-    return graph
+    model = onnx.load(str(graph))
+    add_logits_slice(model)
+    sliced = out_dir / "sliced" / "model.onnx"
+    sliced.parent.mkdir()
+    save_graph(model, sliced)
+    return sliced
 
 
 def check_supported(model_type: str) -> None:

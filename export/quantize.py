@@ -62,7 +62,7 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
         raise EdgelmError(f"accuracy_level={accuracy_level} must be 0-4 (4: int8 compute, the fastest on CPU)")
     ops = ("MatMul", "Gather") if embeddings else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(
-        block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level, op_types_to_quantize=ops,
+        block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, op_types_to_quantize=ops,
         quant_axes=(("MatMul", 0), ("Gather", 1)),
     )
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
@@ -75,7 +75,7 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
     save_graph(model, dst)
     return {
         "method": "onnxruntime.MatMulNBitsQuantizer (RTN)", "bits": 4, "block_size": block_size,
-        "symmetric": False, "accuracy_level": accuracy_level, "op_types": list(ops),
+        "symmetric": True, "accuracy_level": accuracy_level, "op_types": list(ops),
         "quantized_nodes": _count(dst, "MatMulNBits") + _count(dst, "GatherBlockQuantized"),
     }
 

@@ -5,15 +5,13 @@ Numbers measured here go into the manifest's `validation` block and are printed.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from edgelm.manifest import Manifest
+from edgelm.quality import perplexity, reference_text
 from edgelm.session import GraphRunner
-
-from .reference_text import reference_text
 
 PROMPTS = ("Machine learning is", "The capital of France is", "def fibonacci(n):")
 
@@ -60,15 +58,6 @@ def validate(folder: Path, manifest: Manifest, hf_folder: Path, greedy_tokens: i
     result["perplexity_pytorch_fp32"] = round(torch_ppl, 4)
     result["perplexity_tokens"] = int(ids.shape[1])
     return result
-
-
-def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
-    """exp(mean negative log-likelihood of each next token); logits (1, seq, vocab), ids (1, seq)."""
-    scores = logits[0, :-1].astype(np.float64)
-    targets = ids[0, 1:]
-    log_norm = np.log(np.exp(scores - scores.max(-1, keepdims=True)).sum(-1)) + scores.max(-1)
-    nll = log_norm - scores[np.arange(targets.size), targets]
-    return float(math.exp(nll.mean()))
 
 
 def _torch_greedy(model, ids: np.ndarray, n: int) -> list[int]:

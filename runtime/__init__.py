@@ -10,20 +10,32 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from .config import GenerationConfig
 from .errors import EdgelmError
-from .manifest import Manifest
-from .model import Model
-from .pipeline import pipeline, resolve_model
 
 __version__ = "0.1.0"
 __all__ = ["EdgelmError", "GenerationConfig", "Manifest", "Model", "load", "pipeline", "resolve_model"]
 
+# Imported on first use, so `import edgelm` (and the benchmark workers under it) stay cheap.
+_LAZY = {
+    "GenerationConfig": ".config",
+    "Manifest": ".manifest",
+    "Model": ".model",
+    "pipeline": ".text_pipeline",
+    "resolve_model": ".text_pipeline",
+}
 
-def load(folder: str | Path, device: str = "cpu", threads: int | None = None) -> Model:
-    """Loads an exported model folder (or an alias, exported once and cached).
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'edgelm' has no attribute {name!r}")
+
+
+def load(folder: str | Path, device: str = "cpu", threads: int | None = None):
+    """Loads an exported model folder (or an alias, exported once and cached) as a `Model`.
 
     Args:
         folder: a folder written by `edgelm export`, or anything `pipeline()` accepts.
@@ -31,7 +43,13 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None) ->
         threads: CPU threads (default: one per available core).
     Raises:
         EdgelmError: when the folder is missing, incomplete or from an unsupported format.
+    Example:
+        model = edgelm.load("smollm2-int4")
+        print(model.generate("Machine learning is", max_new_tokens=30))
     """
+    from .model import Model
+    from .text_pipeline import resolve_model
+
     path = Path(folder).expanduser()
     if not path.is_dir():
         path = resolve_model(str(folder))

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--json", help="write every sample to this JSON file")
     bench.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    bench.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
     bench.set_defaults(run=run_bench)
     return parser
 
@@ -82,7 +83,7 @@ def _settings(args) -> dict:
 
 
 def run_export(args) -> int:
-    from .pipeline import export_or_explain
+    from .text_pipeline import export_or_explain
 
     export_model = export_or_explain()
     export_model(

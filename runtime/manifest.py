@@ -62,6 +62,7 @@ class Manifest:
     kv: KVCacheSpec
     tokens: TokenSpec
     precision: str  # one of PRECISIONS
+    parameters: int = 0  # weights in the source model (tied weights counted once)
     graph_file: str = "model.onnx"
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)

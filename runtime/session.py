@@ -84,6 +84,8 @@ class GraphRunner:
         total = cache.length + seq
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        if "num_logits_to_keep" in self.inputs:  # logits for the last position only, unless all are asked for
+            binding.bind_cpu_input("num_logits_to_keep", np.array([seq if all_logits else 1], dtype=np.int64))
         if "attention_mask" in self.inputs:
             binding.bind_cpu_input("attention_mask", np.ones((batch, total), dtype=np.int64))
         if "position_ids" in self.inputs:
@@ -98,5 +100,5 @@ class GraphRunner:
         outputs = binding.get_outputs()
         cache.values = outputs[1:]
         cache.length = total
-        logits = outputs[0].numpy()  # (batch, seq, vocab)
+        logits = outputs[0].numpy()  # (batch, seq or 1, vocab)
         return logits if all_logits else logits[:, -1, :]

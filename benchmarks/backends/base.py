@@ -1,0 +1,32 @@
+"""The interface every benchmarked backend implements."""
+
+from __future__ import annotations
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run here (package missing, model not built); the message says why."""
+
+
+class Backend:
+    """Loads a model and generates greedy tokens from given token ids."""
+
+    name = "base"
+
+    def __init__(self, path: str, threads: int, precision: str):
+        self.path = path  # what this backend loads: a folder or a .gguf file
+        self.threads = threads
+        self.precision = precision
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def timed_generate(self, ids: list[int], n: int) -> list[float]:
+        """Generates exactly `n` greedy tokens after `ids` (never stopping at eos).
+
+        Returns the time.perf_counter() at which each token was available; a fresh cache each call.
+        """
+        raise NotImplementedError
+
+    def perplexity(self, ids: list[int]) -> float | None:
+        """Perplexity of `ids`, or None when the backend cannot return every position's logits."""
+        return None

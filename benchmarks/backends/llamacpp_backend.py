@@ -1,0 +1,35 @@
+"""llama.cpp through llama-cpp-python, on the very .gguf file the model came from."""
+
+from __future__ import annotations
+
+import time
+
+from .base import Backend, BackendUnavailable
+
+CONTEXT = 4096  # room for the deepest scaling test (2048) plus generated tokens
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+
+    def load(self) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "llama-cpp-python not installed (it compiles llama.cpp, minutes): see benchmarks/README.md"
+            ) from exc
+        self.model = Llama(model_path=self.path, n_threads=self.threads, n_threads_batch=self.threads,
+                           n_ctx=CONTEXT, n_batch=512, verbose=False)
+
+    def timed_generate(self, ids: list[int], n: int) -> list[float]:
+        self.model.reset()  # no KV prefix reuse between runs: every run processes its whole prompt
+        stamps = []
+        for _ in self.model.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) == n:
+                break
+        return stamps
+
+
+BACKEND = LlamaCppBackend

@@ -1,0 +1,37 @@
+"""optimum-onnx's ORTModelForCausalLM on the very ONNX graph edgelm exported."""
+
+from __future__ import annotations
+
+from .base import Backend, BackendUnavailable
+from .hf_generate import stamped_generate, torch_perplexity
+
+
+class OptimumBackend(Backend):
+    name = "optimum"
+
+    def load(self) -> None:
+        try:
+            import onnxruntime as ort
+            from optimum.onnxruntime import ORTModelForCausalLM
+        except ImportError as exc:
+            raise BackendUnavailable(f"optimum-onnx not installed: pip install 'edgelm[export]' ({exc})") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self.model = ORTModelForCausalLM.from_pretrained(
+            self.path, session_options=options, provider="CPUExecutionProvider", use_cache=True
+        )
+
+    def timed_generate(self, ids: list[int], n: int) -> list[float]:
+        return stamped_generate(self.model, ids, n)
+
+    def perplexity(self, ids: list[int]) -> float:
+        import torch
+
+        with torch.no_grad():
+            inputs = torch.tensor([ids])
+            logits = self.model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits
+        return torch_perplexity(logits.numpy(), ids)
+
+
+BACKEND = OptimumBackend

@@ -1,0 +1,31 @@
+"""transformers with PyTorch eager, fp32: what `pipeline('text-generation')` runs."""
+
+from __future__ import annotations
+
+from .base import Backend, BackendUnavailable
+from .hf_generate import stamped_generate, torch_perplexity
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def load(self) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+        except ImportError as exc:
+            raise BackendUnavailable(f"transformers/torch not installed: pip install 'edgelm[export]' ({exc})") from exc
+        torch.set_num_threads(self.threads)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+
+    def timed_generate(self, ids: list[int], n: int) -> list[float]:
+        return stamped_generate(self.model, ids, n)
+
+    def perplexity(self, ids: list[int]) -> float:
+        import torch
+
+        with torch.no_grad():
+            return torch_perplexity(self.model(torch.tensor([ids])).logits.numpy(), ids)
+
+
+BACKEND = TransformersBackend

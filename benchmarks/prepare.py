@@ -1,0 +1,157 @@
+"""Getting every backend's model ready from the same weights (needs `edgelm[export]`).
+
+Everything is cached under ~/.cache/edgelm/bench/<source digest>/, so a second run starts at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgelm.aliases import cache_root
+from edgelm.manifest import Manifest
+
+GENAI_PRECISIONS = ("fp32", "int4")  # what onnxruntime-genai's builder makes for the CPU
+
+
+@dataclass
+class Target:
+    """One row of the comparison: a backend, a precision, and the file or folder it loads."""
+
+    backend: str
+    precision: str
+    path: str | None
+    skipped: str | None = None  # why this row cannot run, if it cannot
+
+
+def bench_dir(manifest: Manifest) -> Path:
+    key = (manifest.source.get("sha256") or "unknown")[:12]
+    return cache_root() / "bench" / key
+
+
+def hf_folder(manifest: Manifest) -> Path:
+    """A transformers folder of the source weights: the source itself, or a dequantized GGUF (once)."""
+    source = manifest.source
+    if source.get("kind") == "folder":
+        return Path(source["id"])
+    work = bench_dir(manifest)
+    if (work / "hf" / "config.json").is_file():
+        return work / "hf"
+    from edgelm.export.sources import resolve_source
+
+    work.mkdir(parents=True, exist_ok=True)
+    return resolve_source(source["id"], work).hf_folder
+
+
+def gguf_file(manifest: Manifest) -> Path | None:
+    source = manifest.source
+    if source.get("kind") == "gguf":
+        return Path(source["id"])
+    if source.get("kind") == "alias":
+        from edgelm.export.sources import alias_gguf_path
+
+        return alias_gguf_path(source["id"])
+    return None
+
+
+def optimum_folder(manifest: Manifest, edgelm_folder: Path, hf: Path) -> Path:
+    """The edgelm graph for ORTModelForCausalLM: same weights (linked, not copied), optimum's own interface.
+
+    edgelm's graph has one extra input (num_logits_to_keep); here it becomes a constant that
+    keeps every position, which is what optimum's graph computes.
+    """
+    import onnx
+
+    from edgelm.export.logits_slice import keep_all_logits
+
+    out = bench_dir(manifest) / f"optimum-{manifest.precision}"
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / (manifest.graph_file + ".data")
+    if data.is_symlink() or data.exists():
+        data.unlink()
+    data.symlink_to((edgelm_folder / data.name).resolve())
+    graph = onnx.load(str(edgelm_folder / manifest.graph_file), load_external_data=False)
+    keep_all_logits(graph)
+    onnx.save(graph, str(out / manifest.graph_file))
+    for name in ("config.json", "generation_config.json"):
+        if (hf / name).is_file():
+            shutil.copy(hf / name, out / name)
+    return out
+
+
+def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int) -> Path:
+    """A model built by onnxruntime-genai's own builder from the same weights (once)."""
+    out = bench_dir(manifest) / f"genai-{precision}"
+    if not (out / "genai_config.json").is_file():
+        cache = bench_dir(manifest) / "genai-cache"
+        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                   "-p", precision, "-e", "cpu", "-c", str(cache)]
+        print(f"bench: building the onnxruntime-genai {precision} model ...", file=sys.stderr, flush=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(out, ignore_errors=True)
+            raise RuntimeError(f"onnxruntime-genai's builder failed: {done.stderr.strip().splitlines()[-1:]}")
+    config_path = out / "genai_config.json"
+    config = json.loads(config_path.read_text())
+    session = config["model"]["decoder"].setdefault("session_options", {})
+    session["intra_op_num_threads"] = threads
+    session["inter_op_num_threads"] = 1
+    config_path.write_text(json.dumps(config, indent=4))
+    return out
+
+
+def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list[Target]:
+    """Every row to measure, in table order; a peer that cannot be prepared becomes a skipped row."""
+    manifests = {p: Manifest.load(f) for p, f in folders.items()}
+    first = next(iter(manifests.values()))
+    rows = [Target("edgelm", p, str(f)) for p, f in folders.items()] if "edgelm" in backends else []
+    peers = [b for b in backends if b != "edgelm"]
+    hf = None
+    if peers:
+        try:
+            hf = hf_folder(first)
+        except Exception as exc:  # no exporter installed, or the source is gone
+            return rows + [Target(b, "-", None, f"no source weights for peers: {exc}") for b in peers]
+    if "transformers" in peers:
+        rows.append(Target("transformers", "fp32", str(hf)))
+    if "optimum" in peers:
+        rows += [Target("optimum", p, str(optimum_folder(manifests[p], f, hf))) for p, f in folders.items()]
+    if "genai" in peers:
+        rows += _genai_rows(first, hf, threads)
+    if "llamacpp" in peers:
+        gguf = gguf_file(first)
+        label = _gguf_label(gguf) if gguf else "-"
+        rows.append(Target("llamacpp", label, str(gguf) if gguf else None,
+                           None if gguf else "the source is not a GGUF file, so llama.cpp has nothing to load"))
+    return rows
+
+
+def _genai_rows(manifest: Manifest, hf: Path, threads: int) -> list[Target]:
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return [Target("genai", "-", None, "onnxruntime-genai is not installed (pip install onnxruntime-genai)")]
+    rows = []
+    for precision in GENAI_PRECISIONS:
+        try:
+            rows.append(Target("genai", precision, str(genai_folder(manifest, hf, precision, threads))))
+        except Exception as exc:  # reported as a row, never dropped
+            rows.append(Target("genai", precision, None, str(exc)))
+    return rows
+
+
+def _gguf_label(path: Path) -> str:
+    """The quantization type in a GGUF file name, e.g. 'Q4_1' from 'SmolLM2-135M-Instruct.Q4_1.gguf'."""
+    import re
+
+    match = re.search(r"(?i)\b(q\d_[a-z0-9_]+|q\d_\d|f16|f32|bf16)\b", path.stem.replace(".", " ").replace("-", " "))
+    return match.group(1).upper() if match else "gguf"
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

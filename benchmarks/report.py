@@ -1,0 +1,75 @@
+"""Writing a benchmark report: JSON with every sample, and markdown tables like llama-bench's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def to_markdown(report: dict) -> str:
+    s = report["settings"]
+    pp, tg = f"pp{s['pp']}", f"tg{s['tg']}"
+    machine = report["machine"]
+    params = _params(report.get("parameters"))
+    lines = [
+        f"Model **{report['model']}** ({report['model_type']}, {params} parameters); {s['threads']} threads; "
+        f"warm-up then {s['reps']} repetitions, mean ± std.",
+        f"Machine: {machine['cpu']}, {machine['cores_available']} cores, {machine['memory_gb']} GB, "
+        f"flags {' '.join(machine['cpu_flags'])}; {report['date']}.",
+        "",
+        "| model | size | params | backend | precision | threads | test | t/s |",
+        "| --- | ---: | ---: | --- | --- | ---: | --- | ---: |",
+    ]
+    for row in report["results"]:
+        size = f"{row['size_mb']:.0f} MB" if row.get("size_mb") else "-"
+        head = f"| {report['model']} | {size} | {params} | {row['backend']} | {row['precision']} | {s['threads']} |"
+        if not row.get("ok"):
+            lines.append(f"{head} - | {_why(row)} |")
+            continue
+        for test in (pp, tg):
+            lines.append(f"{head} {test} | {_pm(row[test])} |")
+    lines += [
+        "",
+        "| backend | precision | load s | peak RSS MB | TTFT ms (pp) | token p50 / p90 / p99 ms | perplexity |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["results"]:
+        if not row.get("ok"):
+            continue
+        lat = row["token_latency_ms"]
+        ppl = f"{row['perplexity']:.2f}" if row.get("perplexity") else "n/a"
+        lines.append(
+            f"| {row['backend']} | {row['precision']} | {row['load_s']:.2f} | {row['peak_rss_mb']:.0f} | "
+            f"{_pm(row['ttft_ms'], 0)} | {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} | {ppl} |"
+        )
+    scaling = [r for r in report["results"] if r.get("ok") and "tg_by_depth" in r]
+    if scaling:
+        depths = list(scaling[0]["tg_by_depth"])
+        lengths = list(scaling[0].get("ttft_ms_by_prompt", {}))
+        lines += ["", "| backend | precision | " + " | ".join(f"tg @ depth {d}" for d in depths)
+                  + "".join(f" | TTFT ms @ {n}" for n in lengths) + " |",
+                  "| --- | --- |" + " ---: |" * (len(depths) + len(lengths))]
+        for row in scaling:
+            cells = [f"{row['tg_by_depth'][d]['mean']:.1f}" for d in depths]
+            cells += [f"{row['ttft_ms_by_prompt'][n]['mean']:.0f}" for n in lengths]
+            lines.append(f"| {row['backend']} | {row['precision']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(summary: dict, digits: int = 2) -> str:
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+
+
+def _why(row: dict) -> str:
+    reason = row.get("skipped") or row.get("error") or "failed"
+    return ("skipped: " if row.get("skipped") else "failed: ") + reason.replace("|", "/").replace("\n", " ")[:160]
+
+
+def _params(count: int | None) -> str:
+    if not count:
+        return "-"
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.1f} M"

@@ -1,0 +1,106 @@
+"""Runs each target in its own worker process and gathers one report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from edgelm.manifest import Manifest
+
+from .machine import fingerprint
+from .prepare import Target
+from .worker import RunSpec
+
+RESULT_PREFIX = "EDGELM-BENCH-RESULT "
+
+
+def prompt_ids(folder: Path, count: int) -> list[int]:
+    """`count` tokens of the fixed reference text (repeated if short), tokenized by the model's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    from edgelm.quality import reference_text
+
+    manifest = Manifest.load(folder)
+    tokenizer = Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file))
+    ids = tokenizer.encode(reference_text()).ids
+    while len(ids) < count:
+        ids += tokenizer.encode("\n\n" + reference_text(), add_special_tokens=False).ids
+    return ids[:count]
+
+
+def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int = 1800) -> dict:
+    """Measures every target; returns the whole report (machine, settings, one result per row)."""
+    manifest = Manifest.load(folder)
+    longest = max([settings["pp"], *settings.get("depths", []), *settings.get("prompt_lengths", []),
+                   settings.get("perplexity_tokens", 0)]) + 8
+    ids = prompt_ids(folder, longest)
+    tg_prompt = tg_prompt_ids(folder)
+    report = {
+        "model": manifest.source.get("id"),
+        "model_type": manifest.model_type,
+        "parameters": manifest.parameters,
+        "settings": settings,
+        "machine": fingerprint(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results": [],
+    }
+    for target in targets:
+        row = {"backend": target.backend, "precision": target.precision, "path": target.path,
+               "size_mb": _size_mb(target.path)}
+        if target.skipped:
+            row.update(ok=False, skipped=target.skipped)
+        else:
+            spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
+                           prompt_ids=ids, tg_prompt_ids=tg_prompt, **settings)
+            print(f"bench: {target.backend} {target.precision} ...", file=sys.stderr, flush=True)
+            row.update(_run_worker(spec, timeout_s))
+            print(f"bench: {target.backend} {target.precision}: {_one_line(row, spec)}", file=sys.stderr, flush=True)
+        report["results"].append(row)
+    return report
+
+
+def tg_prompt_ids(folder: Path) -> list[int]:
+    """The tg test's prompt: 'Machine learning is', as the model's tokenizer encodes it."""
+    from tokenizers import Tokenizer
+
+    manifest = Manifest.load(folder)
+    return Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file)).encode("Machine learning is").ids
+
+
+def _run_worker(spec: RunSpec, timeout_s: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(asdict(spec), f)
+    try:
+        done = subprocess.run([sys.executable, "-m", "edgelm.benchmarks.worker", f.name],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout_s} s"}
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+            result.pop("spec", None)
+            return result
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"ok": False, "error": f"worker exited with {done.returncode}: {tail}"}
+
+
+def _size_mb(path: str | None) -> float | None:
+    if not path:
+        return None
+    p = Path(path)
+    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file() or f.is_symlink()]
+    return round(sum(f.resolve().stat().st_size for f in files if f.resolve().is_file()) / 1e6, 1)
+
+
+def _one_line(row: dict, spec: RunSpec) -> str:
+    if not row.get("ok"):
+        return row.get("skipped") or row.get("error", "failed")
+    pp, tg = row[f"pp{spec.pp}"], row[f"tg{spec.tg}"]
+    return f"pp{spec.pp} {pp['mean']:.1f} t/s, tg{spec.tg} {tg['mean']:.1f} t/s, peak RSS {row['peak_rss_mb']:.0f} MB"
