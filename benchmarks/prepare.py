@@ -60,7 +60,7 @@ def gguf_file(manifest: Manifest) -> Path | None:
 
 
 def optimum_folder(manifest: Manifest, edgelm_folder: Path, hf: Path) -> Path:
-    """The edgelm graph for ORTModelForCausalLM: same weights (linked, not copied), optimum's own interface.
+    """The edgelm graph for ORTModelForCausalLM: same weights (hard-linked), optimum's own interface.
 
     edgelm's graph has one extra input (num_logits_to_keep); here it becomes a constant that
     keeps every position, which is what optimum's graph computes.
@@ -74,7 +74,10 @@ def optimum_folder(manifest: Manifest, edgelm_folder: Path, hf: Path) -> Path:
     data = out / (manifest.graph_file + ".data")
     if data.is_symlink() or data.exists():
         data.unlink()
-    data.symlink_to((edgelm_folder / data.name).resolve())
+    try:  # a hard link: onnxruntime refuses external data behind a symbolic link that leaves the folder
+        os.link(edgelm_folder / data.name, data)
+    except OSError:  # another file system
+        shutil.copy(edgelm_folder / data.name, data)
     graph = onnx.load(str(edgelm_folder / manifest.graph_file), load_external_data=False)
     keep_all_logits(graph)
     onnx.save(graph, str(out / manifest.graph_file))
@@ -85,11 +88,17 @@ def optimum_folder(manifest: Manifest, edgelm_folder: Path, hf: Path) -> Path:
 
 
 def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int) -> Path:
-    """A model built by onnxruntime-genai's own builder from the same weights (once)."""
+    """A model built by onnxruntime-genai's own builder from the same weights (once).
+
+    onnxruntime-genai 0.18's builder imports transformers 5 classes, while the exporter pins
+    transformers 4.57; $EDGELM_GENAI_PYTHON names a Python that has the builder's own
+    environment (`make bench-peers` makes .venv-genai).
+    """
     out = bench_dir(manifest) / f"genai-{precision}"
     if not (out / "genai_config.json").is_file():
         cache = bench_dir(manifest) / "genai-cache"
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+        python = os.environ.get("EDGELM_GENAI_PYTHON") or sys.executable
+        command = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
                    "-p", precision, "-e", "cpu", "-c", str(cache)]
         print(f"bench: building the onnxruntime-genai {precision} model ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, capture_output=True, text=True)

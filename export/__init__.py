@@ -18,7 +18,7 @@ from edgelm.manifest import PRECISIONS, Manifest
 
 from .model_folder import count_parameters, folder_size_mb, generation_defaults, package_versions, staged_folder, write_tokenizer_files
 from .onnx_graph import export_fp32_graph, read_interface
-from .progress import Progress
+from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
 from .sources import resolve_source
 from .validate import validate
@@ -55,6 +55,7 @@ def export_model(
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     started = time.perf_counter()
+    quiet_libraries()
     progress = Progress(5 if check else 4, quiet=quiet)
     with staged_folder(Path(output), force=force) as out, tempfile.TemporaryDirectory(prefix="edgelm-export-") as tmp:
         work = Path(tmp)

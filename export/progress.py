@@ -7,6 +7,24 @@ import time
 from contextlib import contextmanager
 
 
+def quiet_libraries() -> None:
+    """transformers, optimum and the ONNX quantizer log advice meant for their own developers; keep errors only."""
+    import logging
+    import warnings
+
+    for name in ("transformers", "optimum", "onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer",
+                 "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 class Progress:
     """Prints `[2/5] exporting ONNX graph ... done in 20.7 s`. Pass `quiet=True` to silence it."""
 

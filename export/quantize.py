@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import onnx
@@ -65,7 +64,6 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
         block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, op_types_to_quantize=ops,
         quant_axes=(("MatMul", 0), ("Gather", 1)),
     )
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     model = onnx.load(str(src))
     materialize_transposed_weights(model)
     quantizer = MatMulNBitsQuantizer(model, algo_config=config)

@@ -1,0 +1,65 @@
+"""The harness end to end on a tiny exported model: worker process, JSON, markdown and plot."""
+
+import json
+
+import pytest
+
+from edgelm.benchmarks.cli import benchmark, parse_backends, settings_from
+from edgelm.benchmarks.report import to_markdown
+from edgelm.errors import EdgelmError
+
+
+class Args:
+    pp, tg, reps, threads, no_scaling = 16, 8, 2, 1, False
+
+
+@pytest.fixture(scope="module")
+def report(exported, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    settings = settings_from(Args())
+    settings.update(depths=[0, 32], prompt_lengths=[8, 32], scaling_tokens=4, perplexity_tokens=64)
+    folders = {"int4": exported("llama", "int4"), "fp32": exported("llama", "fp32")}
+    result = benchmark(folders, ["edgelm", "llamacpp"], settings, out / "r.json", out / "r.md", out / "r.png")
+    return result, out
+
+
+def test_every_measurement_is_in_the_json(report):
+    result, out = report
+    saved = json.loads((out / "r.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["machine"]["cores_available"] >= 1 and "onnxruntime" in saved["machine"]["packages"]
+    rows = {(r["backend"], r["precision"]): r for r in saved["results"]}
+    edgelm_int4 = rows[("edgelm", "int4")]
+    assert edgelm_int4["ok"], edgelm_int4
+    assert len(edgelm_int4["pp16"]["samples"]) == 2 and len(edgelm_int4["tg8"]["samples"]) == 2
+    assert all(s > 0 for s in edgelm_int4["tg8"]["samples"])
+    assert edgelm_int4["token_latency_ms"]["p50"] <= edgelm_int4["token_latency_ms"]["p99"]
+    assert set(edgelm_int4["tg_by_depth"]) == {"0", "32"} and set(edgelm_int4["ttft_ms_by_prompt"]) == {"8", "32"}
+    assert edgelm_int4["peak_rss_mb"] > 10 and edgelm_int4["load_s"] > 0 and edgelm_int4["perplexity"] > 1
+
+
+def test_a_peer_without_a_gguf_is_a_row_with_its_reason(report):
+    result, _ = report
+    llamacpp = [r for r in result["results"] if r["backend"] == "llamacpp"][0]
+    assert not llamacpp["ok"] and "not a GGUF file" in llamacpp["skipped"]
+
+
+def test_markdown_table_and_plot(report):
+    result, out = report
+    markdown = (out / "r.md").read_text()
+    assert markdown == to_markdown(result)
+    assert "| model | size | params | backend | precision | threads | test | t/s |" in markdown
+    assert "| edgelm | int4 | 1 | pp16 |" in markdown and "| edgelm | fp32 | 1 | tg8 |" in markdown
+    assert "skipped: the source is not a GGUF file" in markdown
+    assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(EdgelmError, match="unknown backend"):
+        parse_backends("edgelm,vllm")
+
+    class Bad(Args):
+        reps = 0
+
+    with pytest.raises(EdgelmError, match="--reps must be at least 1"):
+        settings_from(Bad())
