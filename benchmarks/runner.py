@@ -19,14 +19,17 @@ from .worker import RunSpec
 RESULT_PREFIX = "EDGELM-BENCH-RESULT "
 
 
-def prompt_ids(folder: Path, count: int) -> list[int]:
-    """`count` tokens of the fixed reference text (repeated if short), tokenized by the model's own tokenizer."""
+def model_tokenizer(folder: Path):
     from tokenizers import Tokenizer
 
+    return Tokenizer.from_file(str(folder / Manifest.load(folder).tokens.tokenizer_file))
+
+
+def prompt_ids(folder: Path, count: int) -> list[int]:
+    """`count` tokens of the fixed reference text (repeated if short), tokenized by the model's own tokenizer."""
     from edgelm.quality import reference_text
 
-    manifest = Manifest.load(folder)
-    tokenizer = Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file))
+    tokenizer = model_tokenizer(folder)
     ids = tokenizer.encode(reference_text()).ids
     while len(ids) < count:
         ids += tokenizer.encode("\n\n" + reference_text(), add_special_tokens=False).ids
@@ -66,10 +69,7 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
 
 def tg_prompt_ids(folder: Path) -> list[int]:
     """The tg test's prompt: 'Machine learning is', as the model's tokenizer encodes it."""
-    from tokenizers import Tokenizer
-
-    manifest = Manifest.load(folder)
-    return Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file)).encode("Machine learning is").ids
+    return model_tokenizer(folder).encode("Machine learning is").ids
 
 
 def _run_worker(spec: RunSpec, timeout_s: int) -> dict:

@@ -32,6 +32,7 @@ def export_model(
     precision: str = "int4",
     block_size: int = 32,
     accuracy_level: int = 4,
+    lm_head_bits: int = 4,
     check: bool = True,
     force: bool = False,
     quiet: bool = False,
@@ -44,6 +45,7 @@ def export_model(
         precision: 'fp32', 'int8' (dynamic, per channel) or 'int4' (MatMulNBits, weight-only).
         block_size: int4 block size (a power of two >= 16).
         accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
+        lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
         check: validate against PyTorch and record the numbers in the manifest.
         force: replace an existing `output`.
         quiet: no progress lines.
@@ -66,7 +68,7 @@ def export_model(
             fp32_graph = export_fp32_graph(src.hf_folder, work / "onnx")
             graph_inputs, kv = read_interface(fp32_graph)
         with progress.step(f"writing {precision} graph"):
-            settings = _quantizer(precision, block_size, accuracy_level)(fp32_graph, out / "model.onnx")
+            settings = _quantizer(precision, block_size, accuracy_level, lm_head_bits)(fp32_graph, out / "model.onnx")
         with progress.step("writing tokenizer and manifest"):
             manifest = Manifest(
                 model_type=config.model_type,
@@ -93,9 +95,11 @@ def export_model(
     return manifest
 
 
-def _quantizer(precision: str, block_size: int, accuracy_level: int):
+def _quantizer(precision: str, block_size: int, accuracy_level: int, lm_head_bits: int):
     if precision == "int4":
-        return lambda src, dst: QUANTIZERS["int4"](src, dst, block_size=block_size, accuracy_level=accuracy_level)
+        return lambda src, dst: QUANTIZERS["int4"](
+            src, dst, block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits
+        )
     return QUANTIZERS[precision]
 
 

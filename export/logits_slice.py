@@ -20,14 +20,20 @@ HEADS = ("MatMul", "Gemm", "MatMulNBits")
 PASS_THROUGH = ("Mul", "Div", "Tanh", "Add", "Cast", "Softcap")  # elementwise steps after the LM head (e.g. softcapping)
 
 
-def add_logits_slice(model: onnx.ModelProto, logits: str = "logits") -> None:
-    """Inserts Slice(hidden, -num_logits_to_keep:, axis 1) before the LM head feeding `logits`."""
+def find_lm_head(model: onnx.ModelProto, logits: str = "logits") -> onnx.NodeProto:
+    """The matrix multiply that makes `logits`, looking back through elementwise steps such as softcapping."""
     producers = {out: node for node in model.graph.node for out in node.output}
     node = producers.get(logits)
     while node is not None and node.op_type in PASS_THROUGH:
         node = next((producers[i] for i in node.input if i in producers), None)
     if node is None or node.op_type not in HEADS:
         raise EdgelmError("could not find the LM head MatMul feeding 'logits'; the graph layout is unexpected")
+    return node
+
+
+def add_logits_slice(model: onnx.ModelProto, logits: str = "logits") -> None:
+    """Inserts Slice(hidden, -num_logits_to_keep:, axis 1) before the LM head feeding `logits`."""
+    node = find_lm_head(model, logits)
     hidden = node.input[0]  # (batch, seq, hidden)
     sliced = hidden + "_last_positions"
     model.graph.input.append(helper.make_tensor_value_info(INPUT, TensorProto.INT64, [1]))

@@ -103,3 +103,17 @@ def test_manifest_records_source_interface_and_versions(exported, hf_folder):
     assert {"torch", "transformers", "onnxruntime", "optimum-onnx"} <= set(manifest.versions)
     for key in ("export_seconds", "folder_mb", "perplexity", "perplexity_pytorch_fp32"):
         assert key in manifest.validation
+
+
+def test_int4_with_an_8_bit_lm_head(hf_folder, tmp_path):
+    import onnx
+
+    from edgelm.export import export_model
+
+    manifest = export_model(str(hf_folder("llama")), tmp_path / "m", precision="int4", lm_head_bits=8, check=False,
+                            quiet=True)
+    graph = onnx.load(str(tmp_path / "m" / "model.onnx"), load_external_data=False).graph
+    head = [n for n in graph.node if n.output[0] == "logits"][0]
+    assert head.op_type == "MatMulNBits" and {a.name: a.i for a in head.attribute}["bits"] == 8
+    assert manifest.quantization["lm_head_bits"] == 8
+    assert edgelm.load(tmp_path / "m").generate("Hi", max_new_tokens=3) is not None

