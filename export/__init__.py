@@ -33,6 +33,7 @@ def export_model(
     block_size: int = 32,
     accuracy_level: int = 4,
     lm_head_bits: int = 4,
+    graph: str = "auto",
     check: bool = True,
     force: bool = False,
     quiet: bool = False,
@@ -46,6 +47,7 @@ def export_model(
         block_size: int4 block size (a power of two >= 16).
         accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
+        graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
         check: validate against PyTorch and record the numbers in the manifest.
         force: replace an existing `output`.
         quiet: no progress lines.
@@ -65,8 +67,9 @@ def export_model(
             src = resolve_source(source, work)
             config = _hf_config(src.hf_folder)
         with progress.step(f"exporting ONNX graph ({config.model_type})"):
-            fp32_graph = export_fp32_graph(src.hf_folder, work / "onnx")
+            fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph)
             graph_inputs, kv = read_interface(fp32_graph)
+            kv.shared_buffer = builder == "fused-llama"  # GroupQueryAttention writes the cache in place
         with progress.step(f"writing {precision} graph"):
             settings = _quantizer(precision, block_size, accuracy_level, lm_head_bits)(fp32_graph, out / "model.onnx")
         with progress.step("writing tokenizer and manifest"):
@@ -77,6 +80,7 @@ def export_model(
                 kv=kv,
                 tokens=write_tokenizer_files(src.hf_folder, out),
                 precision=precision,
+                graph_builder=builder,
                 parameters=count_parameters(src.hf_folder),
                 graph_inputs=graph_inputs,
                 quantization=settings,
@@ -115,7 +119,8 @@ def _hf_config(folder: Path):
 
 def _report(manifest: Manifest, output: Path) -> str:
     v = manifest.validation
-    lines = [f"exported {manifest.source.get('id')} ({manifest.model_type}, {manifest.precision}) to {output}: "
+    lines = [f"exported {manifest.source.get('id')} ({manifest.model_type}, {manifest.precision}, "
+             f"{manifest.graph_builder} graph) to {output}: "
              f"{v.get('folder_mb')} MB in {v.get('export_seconds')} s"]
     if "max_abs_logit_diff" in v:
         lines.append(

@@ -20,8 +20,34 @@ TASK = "text-generation-with-past"
 PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
 
-def export_fp32_graph(hf_folder: Path, out_dir: Path) -> Path:
-    """Runs optimum's exporter; returns the path of the fp32 `model.onnx` with the KV cache as inputs/outputs."""
+GRAPHS = ("auto", "fused", "optimum")
+
+
+def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto") -> tuple[Path, str]:
+    """Writes the fp32 graph with the KV cache as inputs/outputs; returns its path and which builder made it.
+
+    "auto" takes edgelm's fused graph where the architecture allows (fast decoding) and
+    optimum's exporter everywhere else; "fused" and "optimum" force one.
+    """
+    import json
+
+    from .fused_llama import build_fused_llama, unsupported_reason
+
+    if graph not in GRAPHS:
+        raise EdgelmError(f"graph {graph!r} is not one of {', '.join(GRAPHS)}")
+    config = json.loads((hf_folder / "config.json").read_text())
+    reason = unsupported_reason(config)
+    if reason is None and not any(hf_folder.glob("*.safetensors")):
+        reason = "the fused builder reads safetensors weights and the folder has none"
+    if graph == "fused" and reason:
+        raise EdgelmError(f"the fused graph cannot be built: {reason}; use --graph optimum")
+    if graph != "optimum" and reason is None:
+        return build_fused_llama(hf_folder, out_dir / "fused" / "model.onnx"), "fused-llama"
+    return export_optimum_graph(hf_folder, out_dir), "optimum"
+
+
+def export_optimum_graph(hf_folder: Path, out_dir: Path) -> Path:
+    """Runs optimum's exporter; returns the fp32 graph with the logits slice added."""
     from optimum.exporters.onnx import main_export
     from transformers import AutoConfig
 

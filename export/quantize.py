@@ -38,7 +38,7 @@ def quantize_int8(src: Path, dst: Path) -> dict:
                 "op_types": ["MatMul"], "activations": "uint8, dynamic per tensor"}
     quantize_dynamic(
         str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
-        use_external_data_format=True, extra_options={"MatMulConstBOnly": True},
+        use_external_data_format=True, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     for leftover in dst.parent.glob("untied.onnx*"):
         leftover.unlink()

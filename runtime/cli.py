@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--accuracy-level", type=int, default=4, help="int4 CPU compute type: 4 = int8 (default)")
     export.add_argument("--lm-head-bits", type=int, choices=[4, 8], default=4,
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
+    export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
+                        help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
     export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     export.set_defaults(run=run_export)
@@ -90,7 +92,7 @@ def run_export(args) -> int:
     export_model = export_or_explain()
     export_model(
         args.source, args.output, precision=args.precision, block_size=args.block_size,
-        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, check=not args.no_validate,
+        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph, check=not args.no_validate,
         force=args.force,
     )
     return 0

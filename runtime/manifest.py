@@ -31,6 +31,7 @@ class KVCacheSpec:
     past_value: str = "past_key_values.{layer}.value"
     present_key: str = "present.{layer}.key"  # graph output name template
     present_value: str = "present.{layer}.value"
+    shared_buffer: bool = False  # True: the graph updates the past buffer in place (bind it as present too)
 
     def past_names(self) -> list[str]:
         return [n.format(layer=i) for i in range(self.num_layers) for n in (self.past_key, self.past_value)]
@@ -63,6 +64,7 @@ class Manifest:
     tokens: TokenSpec
     precision: str  # one of PRECISIONS
     parameters: int = 0  # weights in the source model (tied weights counted once)
+    graph_builder: str = "optimum"  # "optimum" (its exporter) or "fused-llama" (edgelm's fused contrib-op graph)
     graph_file: str = "model.onnx"
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import EdgelmError
+from .kv_cache import ConcatCache, SharedBufferCache
 from .manifest import Manifest
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -44,14 +45,6 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; re-export the model") from exc
 
 
-class KVCache:
-    """The cache tensors of one sequence batch, kept as OrtValues so they never round-trip through numpy."""
-
-    def __init__(self, values: list[ort.OrtValue], length: int = 0):
-        self.values = values  # per layer: key, value; each (batch, kv_heads, length, head_dim)
-        self.length = length  # positions already in the cache
-
-
 class GraphRunner:
     """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`."""
 
@@ -69,12 +62,12 @@ class GraphRunner:
         if missing:
             raise EdgelmError(f"the graph lacks inputs the manifest names: {', '.join(missing[:4])}; re-export the model")
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
-        empty = np.zeros((batch, kv.num_kv_heads, 0, kv.head_dim), dtype=self.kv_dtype)  # a first step has no past
-        return KVCache([ort.OrtValue.ortvalue_from_numpy(empty, self._ort_device) for _ in self.past_names])
+        layout = SharedBufferCache if kv.shared_buffer else ConcatCache
+        return layout((batch, kv.num_kv_heads, kv.head_dim), len(self.past_names), self.kv_dtype, self._ort_device)
 
-    def forward(self, input_ids: np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+    def forward(self, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache, all_logits: bool = False) -> np.ndarray:
         """Runs `input_ids` (batch, seq) after what `cache` holds; updates the cache.
 
         Returns the logits of the last position (batch, vocab), or of every position
@@ -91,14 +84,10 @@ class GraphRunner:
         if "position_ids" in self.inputs:
             positions = np.arange(cache.length, total, dtype=np.int64)
             binding.bind_cpu_input("position_ids", np.broadcast_to(positions, (batch, seq)).copy())
-        for name, value in zip(self.past_names, cache.values):
-            binding.bind_ortvalue_input(name, value)
         binding.bind_output(self.manifest.logits_output, "cpu")
-        for name in self.present_names:
-            binding.bind_output(name, self._ort_device)
+        cache.bind(binding, self.past_names, self.present_names, total)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        cache.values = outputs[1:]
-        cache.length = total
+        cache.update(outputs[1:], total)
         logits = outputs[0].numpy()  # (batch, seq or 1, vocab)
         return logits if all_logits else logits[:, -1, :]

@@ -20,6 +20,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 ARCHITECTURES = ("gpt2", "llama", "gemma3_text")
+# (architecture, graph builder): llama is exported both ways, fused (the default) and through optimum
+VARIANTS = (("gpt2", "auto"), ("llama", "auto"), ("llama", "optimum"), ("gemma3_text", "auto"))
 
 
 def char_tokenizer():
@@ -51,8 +53,9 @@ def build_tiny_model(architecture: str):
     if architecture == "gpt2":
         return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=1024, **common))
     if architecture == "llama":
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=1024, **common)
+        # 2 heads of 16 (GroupQueryAttention needs multiples of 16), sharing 1 key/value head
+        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                             num_key_value_heads=1, max_position_embeddings=1024, **common)
         return LlamaForCausalLM(config)
     if architecture == "gemma3_text":
         # a sliding window shorter than the tests' sequences, so the exported mask handles it
@@ -81,16 +84,16 @@ def hf_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, hf_folder):
-    """exported(arch, precision) -> an edgelm model folder made by the real export code."""
+    """exported(arch, precision, graph) -> an edgelm model folder made by the real export code."""
     from edgelm.export import export_model
 
-    made: dict[tuple[str, str], Path] = {}
+    made: dict[tuple[str, str, str], Path] = {}
 
-    def make(architecture: str, precision: str = "fp32") -> Path:
-        key = (architecture, precision)
+    def make(architecture: str, precision: str = "fp32", graph: str = "auto") -> Path:
+        key = (architecture, precision, graph)
         if key not in made:
-            out = tmp_path_factory.mktemp(f"onnx-{architecture}-{precision}") / "model"
-            export_model(str(hf_folder(architecture)), out, precision=precision, quiet=True)
+            out = tmp_path_factory.mktemp(f"onnx-{architecture}-{precision}-{graph}") / "model"
+            export_model(str(hf_folder(architecture)), out, precision=precision, graph=graph, quiet=True)
             made[key] = out
         return made[key]
 

@@ -9,7 +9,7 @@ import torch
 import edgelm
 from edgelm.manifest import Manifest
 
-from ..conftest import ARCHITECTURES
+from ..conftest import VARIANTS
 
 PROMPT = "Machine learning is"
 
@@ -28,9 +28,9 @@ def torch_model(hf_folder):
     return get
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_fp32_logits_match_pytorch(architecture, exported, torch_model):
-    model = edgelm.load(exported(architecture, "fp32"))
+@pytest.mark.parametrize("architecture, graph", VARIANTS)
+def test_fp32_logits_match_pytorch(architecture, graph, exported, torch_model):
+    model = edgelm.load(exported(architecture, "fp32", graph))
     ids = np.array([model.encode(PROMPT + " and more text to cover the sliding window")], dtype=np.int64)
     onnx_logits = model.runner.forward(ids, model.runner.new_cache(), all_logits=True)
     with torch.no_grad():
@@ -39,9 +39,9 @@ def test_fp32_logits_match_pytorch(architecture, exported, torch_model):
     assert model.manifest.validation["max_abs_logit_diff"] < 1e-4
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_greedy_output_identical_to_transformers(architecture, exported, torch_model):
-    model = edgelm.load(exported(architecture, "fp32"))
+@pytest.mark.parametrize("architecture, graph", VARIANTS)
+def test_greedy_output_identical_to_transformers(architecture, graph, exported, torch_model):
+    model = edgelm.load(exported(architecture, "fp32", graph))
     prompt_ids = model.encode(PROMPT)
     with torch.no_grad():
         out = torch_model(architecture).generate(
@@ -54,9 +54,9 @@ def test_greedy_output_identical_to_transformers(architecture, exported, torch_m
     assert got == expected
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_with_cache_equals_without_cache(architecture, exported):
-    model = edgelm.load(exported(architecture, "fp32"))
+@pytest.mark.parametrize("architecture, graph", VARIANTS)
+def test_with_cache_equals_without_cache(architecture, graph, exported):
+    model = edgelm.load(exported(architecture, "fp32", graph))
     ids = np.array([model.encode("The cache must not change anything at all.")], dtype=np.int64)
     full = model.runner.forward(ids, model.runner.new_cache(), all_logits=True)[0]  # (seq, vocab)
     cache = model.runner.new_cache()
@@ -68,9 +68,9 @@ def test_with_cache_equals_without_cache(architecture, exported):
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_quantized_exports_load_generate_and_measure_agreement(architecture, precision, exported):
-    folder = exported(architecture, precision)
+@pytest.mark.parametrize("architecture, graph", VARIANTS)
+def test_quantized_exports_load_generate_and_measure_agreement(architecture, graph, precision, exported):
+    folder = exported(architecture, precision, graph)
     model = edgelm.load(folder)
     validation = model.manifest.validation
     assert 0.0 <= validation["greedy_agreement"] <= 1.0
@@ -95,7 +95,9 @@ def test_int4_quantizes_lm_head_and_embeddings(exported):
 def test_manifest_records_source_interface_and_versions(exported, hf_folder):
     manifest = Manifest.load(exported("llama", "fp32"))
     assert manifest.model_type == "llama"
-    assert manifest.kv.num_layers == 2 and manifest.kv.num_kv_heads == 2 and manifest.kv.head_dim == 8
+    assert manifest.kv.num_layers == 2 and manifest.kv.num_kv_heads == 1 and manifest.kv.head_dim == 16
+    assert manifest.graph_builder == "fused-llama"
+    assert Manifest.load(exported("llama", "fp32", "optimum")).graph_builder == "optimum"
     assert manifest.graph_inputs[0] == "input_ids" and "attention_mask" in manifest.graph_inputs
     assert manifest.source["kind"] == "folder" and len(manifest.source["sha256"]) == 64
     assert manifest.tokens.eos_token_ids == [2] and manifest.tokens.bos_token_id == 1
