@@ -59,31 +59,32 @@ def gguf_file(manifest: Manifest) -> Path | None:
     return None
 
 
-def optimum_folder(manifest: Manifest, edgelm_folder: Path, hf: Path) -> Path:
-    """The edgelm graph for ORTModelForCausalLM: same weights (hard-linked), optimum's own interface.
+def optimum_folder(manifest: Manifest, hf: Path) -> Path:
+    """optimum's own graph at the same precision, for ORTModelForCausalLM: what a user picking optimum runs.
 
-    edgelm's graph has one extra input (num_logits_to_keep); here it becomes a constant that
-    keeps every position, which is what optimum's graph computes.
+    edgelm's exporter writes it with `graph="optimum"` (the same quantization settings); its one
+    extra input, num_logits_to_keep, becomes a constant that keeps every position, as optimum's
+    graph does.
     """
     import onnx
 
+    from edgelm.export import export_model
     from edgelm.export.logits_slice import keep_all_logits
 
     out = bench_dir(manifest) / f"optimum-{manifest.precision}"
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / (manifest.graph_file + ".data")
-    if data.is_symlink() or data.exists():
-        data.unlink()
-    try:  # a hard link: onnxruntime refuses external data behind a symbolic link that leaves the folder
-        os.link(edgelm_folder / data.name, data)
-    except OSError:  # another file system
-        shutil.copy(edgelm_folder / data.name, data)
-    graph = onnx.load(str(edgelm_folder / manifest.graph_file), load_external_data=False)
-    keep_all_logits(graph)
-    onnx.save(graph, str(out / manifest.graph_file))
-    for name in ("config.json", "generation_config.json"):
-        if (hf / name).is_file():
-            shutil.copy(hf / name, out / name)
+    if not (out / "config.json").is_file():
+        print(f"bench: exporting optimum's {manifest.precision} graph ...", file=sys.stderr, flush=True)
+        settings = manifest.quantization
+        extra = {"block_size": settings["block_size"], "accuracy_level": settings["accuracy_level"],
+                 "lm_head_bits": settings.get("lm_head_bits", 4)} if manifest.precision == "int4" else {}
+        export_model(str(hf), out, precision=manifest.precision, graph="optimum", check=False, force=True,
+                     quiet=True, **extra)
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+        keep_all_logits(graph)
+        onnx.save(graph, str(out / "model.onnx"))
+        for name in ("config.json", "generation_config.json"):
+            if (hf / name).is_file():
+                shutil.copy(hf / name, out / name)
     return out
 
 
@@ -129,7 +130,7 @@ def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list
     if "transformers" in peers:
         rows.append(Target("transformers", "fp32", str(hf)))
     if "optimum" in peers:
-        rows += [Target("optimum", p, str(optimum_folder(manifests[p], f, hf))) for p, f in folders.items()]
+        rows += [Target("optimum", p, str(optimum_folder(manifests[p], hf))) for p in folders]
     if "genai" in peers:
         rows += _genai_rows(first, hf, threads)
     if "llamacpp" in peers:

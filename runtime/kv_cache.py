@@ -25,14 +25,20 @@ class ConcatCache:
         self.values = [ort.OrtValue.ortvalue_from_numpy(empty, device) for _ in range(count)]
         self.device = device
         self.length = 0  # positions already in the cache
+        self.present_names: list[str] = []
+
+    def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
+        return session.io_binding()  # a fresh one: every step binds new tensors
 
     def bind(self, binding, past_names: list[str], present_names: list[str], total: int) -> None:
         for name, value in zip(past_names, self.values):
             binding.bind_ortvalue_input(name, value)
         for name in present_names:
             binding.bind_output(name, self.device)
+        self.present_names = present_names
 
-    def update(self, presents: list[ort.OrtValue], total: int) -> None:
+    def update(self, binding, total: int) -> None:
+        presents = binding.get_outputs()[-len(self.present_names):]  # bound after the logits
         self.values = presents
         self.length = total
 
@@ -46,14 +52,24 @@ class SharedBufferCache:
         self.values: list[ort.OrtValue] = []
         self.capacity = 0
         self.length = 0
+        self._binding: ort.IOBinding | None = None
+        self._bound_capacity = 0
+
+    def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
+        if self._binding is None:  # kept across steps: the cache tensors stay bound until the buffers grow
+            self._binding = session.io_binding()
+        return self._binding
 
     def bind(self, binding, past_names: list[str], present_names: list[str], total: int) -> None:
         self._reserve(total)
+        if self._bound_capacity == self.capacity:
+            return
         for past, present, value in zip(past_names, present_names, self.values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
+        self._bound_capacity = self.capacity
 
-    def update(self, presents: list[ort.OrtValue], total: int) -> None:
+    def update(self, binding, total: int) -> None:
         self.length = total  # the graph wrote positions [length, total) in place
 
     def _reserve(self, total: int) -> None:

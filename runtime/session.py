@@ -75,7 +75,7 @@ class GraphRunner:
         """
         batch, seq = input_ids.shape
         total = cache.length + seq
-        binding = self.session.io_binding()
+        binding = cache.binding(self.session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
         if "num_logits_to_keep" in self.inputs:  # logits for the last position only, unless all are asked for
             binding.bind_cpu_input("num_logits_to_keep", np.array([seq if all_logits else 1], dtype=np.int64))
@@ -84,10 +84,11 @@ class GraphRunner:
         if "position_ids" in self.inputs:
             positions = np.arange(cache.length, total, dtype=np.int64)
             binding.bind_cpu_input("position_ids", np.broadcast_to(positions, (batch, seq)).copy())
-        binding.bind_output(self.manifest.logits_output, "cpu")
+        kept = seq if all_logits or "num_logits_to_keep" not in self.inputs else 1
+        logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, kept, self.manifest.vocab_size), np.float32, "cpu")
+        binding.bind_ortvalue_output(self.manifest.logits_output, logits)
         cache.bind(binding, self.past_names, self.present_names, total)
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        cache.update(outputs[1:], total)
-        logits = outputs[0].numpy()  # (batch, seq or 1, vocab)
-        return logits if all_logits else logits[:, -1, :]
+        cache.update(binding, total)
+        scores = logits.numpy()  # (batch, kept, vocab)
+        return scores if all_logits else scores[:, -1, :]

@@ -19,7 +19,11 @@ def report(exported, tmp_path_factory):
     settings = settings_from(Args())
     settings.update(depths=[0, 32], prompt_lengths=[8, 32], scaling_tokens=4, perplexity_tokens=64)
     folders = {"int4": exported("llama", "int4"), "fp32": exported("llama", "fp32")}
-    result = benchmark(folders, ["edgelm", "llamacpp"], settings, out / "r.json", out / "r.md", out / "r.png")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("EDGELM_CACHE", str(out / "cache"))  # the peers' prepared models go here
+    backends = ["edgelm", "transformers", "optimum", "llamacpp"]
+    result = benchmark(folders, backends, settings, out / "r.json", out / "r.md", out / "r.png")
+    monkeypatch.undo()
     return result, out
 
 
@@ -36,6 +40,19 @@ def test_every_measurement_is_in_the_json(report):
     assert edgelm_int4["token_latency_ms"]["p50"] <= edgelm_int4["token_latency_ms"]["p99"]
     assert set(edgelm_int4["tg_by_depth"]) == {"0", "32"} and set(edgelm_int4["ttft_ms_by_prompt"]) == {"8", "32"}
     assert edgelm_int4["peak_rss_mb"] > 10 and edgelm_int4["load_s"] > 0 and edgelm_int4["perplexity"] > 1
+
+
+def test_peers_run_on_the_same_weights(report):
+    result, _ = report
+    rows = {(r["backend"], r["precision"]): r for r in result["results"]}
+    assert rows[("transformers", "fp32")]["ok"], rows[("transformers", "fp32")]
+    for precision in ("int4", "fp32"):
+        row = rows[("optimum", precision)]
+        assert row["ok"], row
+        assert row["tg8"]["mean"] > 0
+    # optimum runs the same fp32 weights through its own graph: the same perplexity as edgelm's fp32
+    assert rows[("optimum", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
+    assert rows[("transformers", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
 
 
 def test_a_peer_without_a_gguf_is_a_row_with_its_reason(report):
