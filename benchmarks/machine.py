@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
+
+from edgelm.versions import package_versions
 
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd")
 PACKAGES = ("edgelm", "onnxruntime", "numpy", "tokenizers", "torch", "transformers", "optimum", "optimum-onnx",
@@ -21,18 +22,8 @@ def fingerprint() -> dict:
         "memory_gb": _memory_gb(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES),
     }
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def _cpuinfo() -> tuple[str, set[str]]:

@@ -24,7 +24,7 @@ def write_plot(report: dict, path: str | Path) -> None:
     ax.bar(x, tg, yerr=[r[tg_key]["std"] for r in rows], color=[_color(r) for r in rows], capsize=3)
     for i, value in enumerate(tg):
         ax.text(i, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_xticks(list(x), labels, fontsize=7, rotation=35, ha="right")
     ax.set_ylabel(f"generation tokens/s ({tg_key})")
     ax.set_title(f"{tg_key} by backend (higher is better)\n{pp_key} in the table")
 

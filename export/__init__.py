@@ -15,8 +15,11 @@ from pathlib import Path
 
 from edgelm.errors import EdgelmError
 from edgelm.manifest import PRECISIONS, Manifest
+from edgelm.versions import package_versions
 
-from .model_folder import count_parameters, folder_size_mb, generation_defaults, package_versions, staged_folder, write_tokenizer_files
+from .model_folder import (
+    PACKAGES, count_parameters, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
+)
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
@@ -86,7 +89,7 @@ def export_model(
                 quantization=settings,
                 source=src.describe(),
                 generation_defaults=generation_defaults(src.hf_folder),
-                versions=package_versions(),
+                versions=package_versions(PACKAGES),
             )
             manifest.save(out)
         if check:

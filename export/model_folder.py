@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 
 from edgelm.errors import EdgelmError
@@ -78,16 +77,6 @@ def generation_defaults(hf_folder: Path) -> dict:
     if not config.do_sample:
         return {}
     return {"temperature": config.temperature or 1.0, "top_k": config.top_k or 0, "top_p": config.top_p or 1.0}
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def count_parameters(hf_folder: Path) -> int:

@@ -64,7 +64,8 @@ class GraphRunner:
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
-        layout = SharedBufferCache if kv.shared_buffer else ConcatCache
+        # the shared buffer grows through host memory, so other devices keep the (also valid) concat layout
+        layout = SharedBufferCache if kv.shared_buffer and self._ort_device == "cpu" else ConcatCache
         return layout((batch, kv.num_kv_heads, kv.head_dim), len(self.past_names), self.kv_dtype, self._ort_device)
 
     def forward(self, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache, all_logits: bool = False) -> np.ndarray:

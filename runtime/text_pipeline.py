@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 from .aliases import ALIASES, cached_export_folder
+from .config import GenerationConfig
 from .errors import EdgelmError
 from .manifest import MANIFEST_NAME, PRECISIONS
 from .model import Model
 
-TRANSFORMERS_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}  # as transformers samples
+TRANSFORMERS_SAMPLING = GenerationConfig(temperature=1.0, top_k=50)  # what transformers samples with by default
 
 
 def resolve_model(model: str | Path, precision: str = "int4") -> Path:
@@ -89,10 +90,10 @@ class TextGenerationPipeline:
         settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
         if stop_strings is not None:
             settings["stop"] = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings)
-        if sample:
-            defaults = self.model.defaults if not self.model.defaults.greedy else None
-            settings["temperature"] = temperature or (defaults.temperature if defaults else TRANSFORMERS_SAMPLING_DEFAULTS["temperature"])
-            settings["top_k"] = top_k if top_k is not None else (defaults.top_k if defaults else TRANSFORMERS_SAMPLING_DEFAULTS["top_k"])
+        if sample:  # the model's own sampling defaults, else transformers' (temperature 1, top-k 50)
+            base = TRANSFORMERS_SAMPLING if self.model.defaults.greedy else self.model.defaults
+            settings["temperature"] = temperature or base.temperature
+            settings["top_k"] = top_k if top_k is not None else base.top_k
         else:
             settings["temperature"] = 0.0
         if isinstance(text_inputs, str):
@@ -113,29 +114,29 @@ class TextGenerationPipeline:
             return max(0, max_length - prompt_len)
         return self.model.defaults.max_new_tokens
 
-    def _runs(self, n: int, settings: dict):
-        for i in range(n):
-            seed = settings.get("seed")
-            yield dict(settings, seed=None if seed is None else seed + i)
+    def _continuations(self, ids: list[int], budget: int, settings: dict, n: int) -> list[str]:
+        """n generated texts for the same prompt ids; seeds step by one so sampled sequences differ."""
+        seed = settings.get("seed")
+        return [
+            "".join(self.model.stream_ids(ids, self.model.config(
+                max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i))))
+            for i in range(n)
+        ]
 
     def _one(self, text, max_length, max_new_tokens, settings, n, return_full_text):
         ids = self.model.encode(text)
         budget = self._budget(len(ids), max_length, max_new_tokens)
-        out = []
-        for run in self._runs(n, settings):
-            new_text = "".join(self.model.stream_ids(ids, self.model.config(max_new_tokens=budget, **run)))
-            out.append({"generated_text": text + new_text if return_full_text else new_text})
-        return out
+        prefix = text if return_full_text else ""
+        return [{"generated_text": prefix + new} for new in self._continuations(ids, budget, settings, n)]
 
     def _chat(self, messages, max_length, max_new_tokens, settings, n):
         prompt = self.model.chat_template.render(messages, add_generation_prompt=True)
         ids = self.model.encode(prompt, add_special_tokens=False)
         budget = self._budget(len(ids), max_length, max_new_tokens)
-        out = []
-        for run in self._runs(n, settings):
-            reply = "".join(self.model.stream_ids(ids, self.model.config(max_new_tokens=budget, **run)))
-            out.append({"generated_text": [*messages, {"role": "assistant", "content": reply}]})
-        return out
+        return [
+            {"generated_text": [*messages, {"role": "assistant", "content": reply}]}
+            for reply in self._continuations(ids, budget, settings, n)
+        ]
 
 
 def pipeline(

@@ -65,3 +65,11 @@ def test_hf_folder_is_exported_once_into_the_cache(hf_folder, monkeypatch, tmp_p
     folder = edgelm.resolve_model(str(hf_folder("gpt2")), precision="int8")
     assert (folder / "edgelm.json").is_file() and folder.parent == tmp_path
     assert edgelm.resolve_model(str(hf_folder("gpt2")), precision="int8") == folder
+
+
+def test_chat_input_returns_the_conversation(generator):
+    messages = [{"role": "user", "content": "Hi"}]
+    out = generator(messages, max_new_tokens=4)
+    conversation = out[0]["generated_text"]
+    assert conversation[0] == messages[0] and conversation[1]["role"] == "assistant"
+    assert conversation[1]["content"] == generator.model.chat(messages, max_new_tokens=4)
