@@ -20,6 +20,7 @@ from edgelm.versions import package_versions
 from .model_folder import (
     PACKAGES, count_parameters, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
 )
+from .int4_choice import quantize_int4_best_blocks
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
@@ -36,6 +37,7 @@ def export_model(
     block_size: int = 32,
     accuracy_level: int = 4,
     lm_head_bits: int = 4,
+    symmetric: bool | None = None,
     graph: str = "auto",
     check: bool = True,
     force: bool = False,
@@ -50,6 +52,7 @@ def export_model(
         block_size: int4 block size (a power of two >= 16).
         accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
+        symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
         check: validate against PyTorch and record the numbers in the manifest.
         force: replace an existing `output`.
@@ -73,8 +76,6 @@ def export_model(
             fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph)
             graph_inputs, kv = read_interface(fp32_graph)
             kv.shared_buffer = builder == "fused-llama"  # GroupQueryAttention writes the cache in place
-        with progress.step(f"writing {precision} graph"):
-            settings = _quantizer(precision, block_size, accuracy_level, lm_head_bits)(fp32_graph, out / "model.onnx")
         with progress.step("writing tokenizer and manifest"):
             manifest = Manifest(
                 model_type=config.model_type,
@@ -86,11 +87,20 @@ def export_model(
                 graph_builder=builder,
                 parameters=count_parameters(src.hf_folder),
                 graph_inputs=graph_inputs,
-                quantization=settings,
                 source=src.describe(),
                 generation_defaults=generation_defaults(src.hf_folder),
                 versions=package_versions(PACKAGES),
             )
+        with progress.step(f"writing {precision} graph"):
+            target = out / manifest.graph_file
+            if precision != "int4":
+                manifest.quantization = QUANTIZERS[precision](fp32_graph, target)
+            else:
+                options = dict(block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits)
+                if symmetric is None:
+                    manifest.quantization = quantize_int4_best_blocks(fp32_graph, target, manifest, work, **options)
+                else:
+                    manifest.quantization = QUANTIZERS["int4"](fp32_graph, target, symmetric=symmetric, **options)
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):
@@ -100,14 +110,6 @@ def export_model(
         manifest.save(out)
     progress.say(_report(manifest, Path(output)))
     return manifest
-
-
-def _quantizer(precision: str, block_size: int, accuracy_level: int, lm_head_bits: int):
-    if precision == "int4":
-        return lambda src, dst: QUANTIZERS["int4"](
-            src, dst, block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits
-        )
-    return QUANTIZERS[precision]
 
 
 def _hf_config(folder: Path):

@@ -47,13 +47,14 @@ def quantize_int8(src: Path, dst: Path) -> dict:
     return settings
 
 
-def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4, lm_head_bits: int = 4) -> dict:
+def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4, lm_head_bits: int = 4,
+                  symmetric: bool = True) -> dict:
     """Weight-only 4-bit blocks (MatMulNBits) for every MatMul with constant weights, the LM head included.
 
-    Symmetric blocks measured better than asymmetric ones on SmolLM2 (perplexity 20.5 against
-    22.0, same speed). accuracy_level 4 lets the CPU kernel multiply in int8 (VNNI/AMX). The
-    token embedding table is stored in 4 bits too (GatherBlockQuantized). `lm_head_bits=8`
-    keeps the LM head at 8 bits: perplexity 19.3 instead of 20.5 on SmolLM2 for 14 MB more.
+    accuracy_level 4 lets the CPU kernel multiply in int8 (VNNI/AMX). The token embedding
+    table is stored in 4 bits too (GatherBlockQuantized). `lm_head_bits=8` keeps the LM head
+    at 8 bits: perplexity 19.3 instead of 20.5 on SmolLM2 for 14 MB more. Which block
+    symmetry is better depends on the model: see int4_choice.py.
     """
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -72,7 +73,7 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
 
     def config(bits: int, op_types: tuple[str, ...]):
         return DefaultWeightOnlyQuantConfig(
-            block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, op_types_to_quantize=op_types,
+            block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level, op_types_to_quantize=op_types,
             quant_axes=(("MatMul", 0), ("Gather", 1)), bits=bits,
         )
 
@@ -87,7 +88,7 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
     save_graph(model, dst)
     return {
         "method": "onnxruntime.MatMulNBitsQuantizer (RTN)", "bits": 4, "block_size": block_size,
-        "symmetric": True, "accuracy_level": accuracy_level, "op_types": list(ops), "lm_head_bits": lm_head_bits,
+        "symmetric": symmetric, "accuracy_level": accuracy_level, "op_types": list(ops), "lm_head_bits": lm_head_bits,
         "quantized_nodes": _count(dst, "MatMulNBits") + _count(dst, "GatherBlockQuantized"),
     }
 

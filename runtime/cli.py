@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--accuracy-level", type=int, default=4, help="int4 CPU compute type: 4 = int8 (default)")
     export.add_argument("--lm-head-bits", type=int, choices=[4, 8], default=4,
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
+    export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
+                        help="int4 block symmetry; auto tries both and keeps the lower perplexity")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
     export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
@@ -92,8 +94,9 @@ def run_export(args) -> int:
     export_model = export_or_explain()
     export_model(
         args.source, args.output, precision=args.precision, block_size=args.block_size,
-        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph, check=not args.no_validate,
-        force=args.force,
+        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
+        symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks],
+        check=not args.no_validate, force=args.force,
     )
     return 0
 
