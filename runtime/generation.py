@@ -55,7 +55,7 @@ def generate_tokens(
     context = np.array(prompt_ids, dtype=np.int64)  # every token so far, for the repetition penalty
     cache = runner.new_cache()
     start = time.perf_counter()
-    logits = runner.forward(context[None, :], cache)[0]  # prefill: (vocab,) for the last prompt position
+    logits = runner.prefill(context[None, :], cache)[0]  # prefill: (vocab,) for the last prompt position
     for step in range(budget):
         token = sampler(logits, context)  # pick
         now = time.perf_counter()

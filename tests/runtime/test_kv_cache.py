@@ -44,3 +44,12 @@ def test_shared_buffer_grows_in_blocks_and_keeps_its_contents(exported):
         capacities.add(cache.capacity)
     assert len(capacities) >= 4 and all(c % 4 == 0 for c in capacities)
     assert cache.capacity < 2 * ids.shape[1] + 4  # grown with the sequence, not to the context length
+
+
+def test_prompts_prefilled_in_chunks_generate_the_same_tokens(model, monkeypatch):
+    from edgelm import session
+
+    prompt = model.encode(TEXT)
+    expected = list(model.generate_ids(prompt, model.config(max_new_tokens=8, eos_token_ids=())))
+    monkeypatch.setattr(session, "PREFILL_CHUNK", 5)  # the prompt now takes several graph runs
+    assert list(model.generate_ids(prompt, model.config(max_new_tokens=8, eos_token_ids=()))) == expected
