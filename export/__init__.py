@@ -38,6 +38,7 @@ def export_model(
     accuracy_level: int = 4,
     lm_head_bits: int = 4,
     symmetric: bool | None = None,
+    int8_method: str = "dynamic",
     graph: str = "auto",
     check: bool = True,
     force: bool = False,
@@ -53,6 +54,7 @@ def export_model(
         accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
+        int8_method: "dynamic" (quantize_dynamic, per channel) or "weight-only" (8-bit MatMulNBits).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
         check: validate against PyTorch and record the numbers in the manifest.
         force: replace an existing `output`.
@@ -93,8 +95,10 @@ def export_model(
             )
         with progress.step(f"writing {precision} graph"):
             target = out / manifest.graph_file
-            if precision != "int4":
-                manifest.quantization = QUANTIZERS[precision](fp32_graph, target)
+            if precision == "int8":
+                manifest.quantization = QUANTIZERS["int8"](fp32_graph, target, method=int8_method)
+            elif precision == "fp32":
+                manifest.quantization = QUANTIZERS["fp32"](fp32_graph, target)
             else:
                 options = dict(block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits)
                 if symmetric is None:

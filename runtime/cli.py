@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
     export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
                         help="int4 block symmetry; auto tries both and keeps the lower perplexity")
+    export.add_argument("--int8-method", choices=["dynamic", "weight-only"], default="dynamic",
+                        help="int8: dynamic (per-channel weights, per-tensor activations; fastest prompts) or "
+                             "weight-only (8-bit blocks; nearly lossless)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
     export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
@@ -95,7 +98,7 @@ def run_export(args) -> int:
     export_model(
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
-        symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks],
+        symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
         check=not args.no_validate, force=args.force,
     )
     return 0

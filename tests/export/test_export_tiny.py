@@ -122,3 +122,17 @@ def test_int4_with_an_8_bit_lm_head(hf_folder, tmp_path):
     assert head.op_type == "MatMulNBits" and {a.name: a.i for a in head.attribute}["bits"] == 8
     assert manifest.quantization["lm_head_bits"] == 8
     assert edgelm.load(tmp_path / "m").generate("Hi", max_new_tokens=3) is not None
+
+
+def test_int8_weight_only_method(hf_folder, tmp_path):
+    import onnx
+
+    from edgelm.export import export_model
+
+    manifest = export_model(str(hf_folder("llama")), tmp_path / "m", precision="int8", int8_method="weight-only",
+                            check=False, quiet=True)
+    graph = onnx.load(str(tmp_path / "m" / "model.onnx"), load_external_data=False).graph
+    bits = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+    assert bits == {8} and manifest.quantization["bits"] == 8
+    model = edgelm.load(tmp_path / "m")
+    assert len(list(model.generate_ids(model.encode("Hi"), model.config(max_new_tokens=4, eos_token_ids=())))) == 4
