@@ -80,11 +80,11 @@ def compare(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edgelm.text_pipeline import resolve_model
 
+    backends, settings = parse_backends(args.backends), settings_from(args)  # checked before any export
     folders = {p: resolve_model(args.model, p) for p in args.precisions.split(",")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    benchmark(folders, parse_backends(args.backends), settings_from(args),
-              out / "latest.json", out / "latest.md", out / "latest.png")
+    benchmark(folders, backends, settings, out / "latest.json", out / "latest.md", out / "latest.png")
     print(f"results written to {out}/latest.json, latest.md, latest.png", file=sys.stderr)
     return 0
 

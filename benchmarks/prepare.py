@@ -42,8 +42,11 @@ def hf_folder(manifest: Manifest) -> Path:
     work = bench_dir(manifest)
     if (work / "hf" / "config.json").is_file():
         return work / "hf"
+    from edgelm.export.progress import quiet_libraries
     from edgelm.export.sources import resolve_source
 
+    quiet_libraries()
+    print(f"bench: dequantizing {source['id']} for the peers (once) ...", file=sys.stderr, flush=True)
     work.mkdir(parents=True, exist_ok=True)
     return resolve_source(source["id"], work).hf_folder
 
