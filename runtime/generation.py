@@ -51,13 +51,15 @@ def generate_tokens(
     timings = timings if timings is not None else Timings()
     timings.prompt_tokens = len(prompt_ids)
     sampler = Sampler(config)
-    budget = min(config.max_new_tokens, context_length - len(prompt_ids))
-    context = np.array(prompt_ids, dtype=np.int64)  # every token so far, for the repetition penalty
+    budget = max(0, min(config.max_new_tokens, context_length - len(prompt_ids)))
+    seen = np.empty(len(prompt_ids) + budget, dtype=np.int64)  # every token so far, for the repetition penalty
+    seen[: len(prompt_ids)] = prompt_ids
+    length = len(prompt_ids)
     cache = runner.new_cache()
     start = time.perf_counter()
-    logits = runner.prefill(context[None, :], cache)[0]  # prefill: (vocab,) for the last prompt position
+    logits = runner.prefill(seen[None, :length], cache)[0]  # prefill: (vocab,) for the last prompt position
     for step in range(budget):
-        token = sampler(logits, context)  # pick
+        token = sampler(logits, seen[:length])  # pick
         now = time.perf_counter()
         if step == 0:
             timings.prefill_s = now - start
@@ -70,5 +72,6 @@ def generate_tokens(
         yield token  # the caller streams text and may stop here
         if step + 1 == budget:
             return
-        context = np.append(context, token)
+        seen[length] = token
+        length += 1
         logits = runner.forward(np.array([[token]], dtype=np.int64), cache)[0]  # step: (vocab,)
