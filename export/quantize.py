@@ -20,7 +20,14 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
 
 
 def copy_fp32(src: Path, dst: Path) -> dict:
-    save_graph(onnx.load(str(src)), dst)
+    """The fp32 graph as built: its files were written by save_graph already, so they are copied, not re-serialized."""
+    import shutil
+
+    if src.name != dst.name:  # the external data location inside the graph names the file
+        save_graph(onnx.load(str(src)), dst)
+        return {}
+    for name in (src.name, src.name + DATA_SUFFIX):
+        shutil.copy(src.parent / name, dst.parent / name)
     return {}
 
 
