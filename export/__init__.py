@@ -20,11 +20,12 @@ from edgelm.versions import package_versions
 from .model_folder import (
     PACKAGES, count_parameters, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
 )
+from .gguf_exact import exact_gguf_graph
 from .int4_choice import quantize_int4_best_blocks
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
-from .sources import resolve_source
+from .sources import is_gguf_source, resolve_source
 from .validate import validate
 
 __all__ = ["export_model"]
@@ -49,9 +50,10 @@ def export_model(
     Args:
         source: a Hugging Face folder or hub id, a .gguf file, or an alias ('smollm2-135m', 'gemma3-270m').
         output: the folder to write; it appears only once the export is complete.
-        precision: 'fp32', 'int8' (dynamic, per channel) or 'int4' (MatMulNBits, weight-only).
+        precision: 'fp32', 'int8' (dynamic, per channel), 'int4' (MatMulNBits, weight-only), or 'gguf'
+            (a .gguf source's own quantized blocks, carried over exactly; see gguf_exact.py).
         block_size: int4 block size (a power of two >= 16).
-        accuracy_level: int4 compute type on CPU (4: int8 with VNNI/AMX).
+        accuracy_level: int4/gguf compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         int8_method: "dynamic" (quantize_dynamic, per channel) or "weight-only" (8-bit MatMulNBits).
@@ -66,6 +68,11 @@ def export_model(
     """
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "gguf" and not is_gguf_source(source):
+        raise EdgelmError(
+            f"precision 'gguf' keeps the quantized blocks of a .gguf file, and {source} is not one; "
+            "give a .gguf file or an alias, or choose fp32, int8 or int4"
+        )
     started = time.perf_counter()
     quiet_libraries()
     progress = Progress(5 if check else 4, quiet=quiet)
@@ -99,6 +106,8 @@ def export_model(
                 manifest.quantization = QUANTIZERS["int8"](fp32_graph, target, method=int8_method)
             elif precision == "fp32":
                 manifest.quantization = QUANTIZERS["fp32"](fp32_graph, target)
+            elif precision == "gguf":
+                manifest.quantization = exact_gguf_graph(fp32_graph, src.gguf, target, accuracy_level=accuracy_level)
             else:
                 options = dict(block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits)
                 if symmetric is None:
@@ -135,6 +144,7 @@ def _report(manifest: Manifest, output: Path) -> str:
         lines.append(
             f"  max |logit diff| vs PyTorch {v['max_abs_logit_diff']:.2e}, greedy agreement {v['greedy_agreement']:.1%}, "
             f"identical greedy prefix {v['greedy_identical_prefix']} of {v['greedy_tokens']} tokens, "
-            f"perplexity {v['perplexity']} (PyTorch fp32 {v['perplexity_pytorch_fp32']}) on {v['perplexity_tokens']} tokens"
+            f"perplexity {v['perplexity']} (PyTorch fp32 {v['perplexity_pytorch_fp32']}), "
+            f"KLD {v['kld_vs_pytorch_fp32']:.4f}, top-1 {v['top1_vs_pytorch_fp32']:.1%} on {v['perplexity_tokens']} tokens"
         )
     return "\n".join(lines)

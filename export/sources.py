@@ -19,6 +19,7 @@ class Source:
     name: str  # what the user gave
     hf_folder: Path  # a transformers folder: config.json, weights, tokenizer files
     sha256: str  # of the .gguf file, or of the weight files of a folder
+    gguf: Path | None = None  # the .gguf file the folder was dequantized from, if any
 
     def describe(self) -> dict:
         return {"kind": self.kind, "id": self.name, "sha256": self.sha256}
@@ -28,12 +29,12 @@ def resolve_source(source: str, workdir: Path) -> Source:
     """Finds or makes a Hugging Face folder for `source`; GGUF weights are dequantized to fp32 into `workdir`."""
     if source in ALIASES:
         gguf = alias_gguf_path(source)
-        return Source("alias", source, gguf_to_folder(gguf, workdir / "hf"), file_sha256(gguf))
+        return Source("alias", source, gguf_to_folder(gguf, workdir / "hf"), file_sha256(gguf), gguf)
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise EdgelmError(f"GGUF file {path} does not exist")
-        return Source("gguf", str(path), gguf_to_folder(path, workdir / "hf"), file_sha256(path))
+        return Source("gguf", str(path), gguf_to_folder(path, workdir / "hf"), file_sha256(path), path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise EdgelmError(
@@ -48,6 +49,11 @@ def resolve_source(source: str, workdir: Path) -> Source:
         raise EdgelmError(f"{source} does not exist (not a local folder, .gguf file, hub id, or alias)")
     folder = download_from_hub(source)
     return Source("hub", source, folder, folder_sha256(folder))
+
+
+def is_gguf_source(source: str) -> bool:
+    """Whether `source` names a GGUF file (a path ending in .gguf, or a built-in alias, all of which are GGUFs)."""
+    return source in ALIASES or Path(source).suffix == ".gguf"
 
 
 def alias_gguf_path(alias: str) -> Path:

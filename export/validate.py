@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelm.manifest import Manifest
-from edgelm.quality import perplexity, reference_text
+from edgelm.quality import kl_divergence, perplexity, reference_text, top1_agreement
 from edgelm.session import GraphRunner
 
 PROMPTS = ("Machine learning is", "The capital of France is", "def fibonacci(n):")
@@ -53,10 +53,14 @@ def validate(folder: Path, manifest: Manifest, hf_folder: Path, greedy_tokens: i
     ppl_tokens = min(ppl_tokens, manifest.context_length)
     ids = tokenizer(reference_text(), return_tensors="np")["input_ids"][:, :ppl_tokens].astype(np.int64)
     with torch.no_grad():
-        torch_ppl = perplexity(reference(torch.from_numpy(ids)).logits.numpy(), ids)
-    result["perplexity"] = round(perplexity(runner.forward(ids, runner.new_cache(), all_logits=True), ids), 4)
-    result["perplexity_pytorch_fp32"] = round(torch_ppl, 4)
+        torch_logits = reference(torch.from_numpy(ids)).logits.numpy()
+    onnx_logits = runner.forward(ids, runner.new_cache(), all_logits=True)
+    result["perplexity"] = round(perplexity(onnx_logits, ids), 4)
+    result["perplexity_pytorch_fp32"] = round(perplexity(torch_logits, ids), 4)
     result["perplexity_tokens"] = int(ids.shape[1])
+    # on the same tokens: how far the next-token distributions moved from PyTorch's (llama.cpp's KLD and top-1)
+    result["kld_vs_pytorch_fp32"] = round(kl_divergence(torch_logits, onnx_logits), 6)
+    result["top1_vs_pytorch_fp32"] = round(top1_agreement(torch_logits, onnx_logits), 4)
     return result
 
 

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a model to an ONNX model folder")
     export.add_argument("source", help="Hugging Face folder or hub id, .gguf file, or alias (smollm2-135m, gemma3-270m)")
     export.add_argument("-o", "--output", required=True, help="folder to write")
-    export.add_argument("--precision", choices=["fp32", "int8", "int4"], default="int4")
+    export.add_argument("--precision", choices=["fp32", "int8", "int4", "gguf"], default="int4",
+                        help="int4 (default), int8, fp32, or gguf: a .gguf source's own quantized blocks, unchanged")
     export.add_argument("--block-size", type=int, default=32, help="int4 quantization block size (default 32)")
     export.add_argument("--accuracy-level", type=int, default=4, help="int4 CPU compute type: 4 = int8 (default)")
     export.add_argument("--lm-head-bits", type=int, choices=[4, 8], default=4,

@@ -15,7 +15,7 @@ from .errors import EdgelmError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "edgelm.json"
-PRECISIONS = ("fp32", "int8", "int4")
+PRECISIONS = ("fp32", "int8", "int4", "gguf")  # gguf: the GGUF source's own quantized blocks, carried over exactly
 
 
 @dataclass

@@ -28,6 +28,26 @@ def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
     return float(math.exp(nll.mean()))
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    scores = logits.astype(np.float64)
+    top = scores.max(-1, keepdims=True)
+    return scores - (np.log(np.exp(scores - top).sum(-1, keepdims=True)) + top)
+
+
+def kl_divergence(reference: np.ndarray, logits: np.ndarray) -> float:
+    """Mean KL(reference || model) over positions, as llama.cpp's `perplexity --kl-divergence` reports it.
+
+    Both are (1, seq, vocab) logits of the same tokens; 0 means the same next-token distributions.
+    """
+    ref, got = _log_softmax(reference[0]), _log_softmax(logits[0])
+    return float((np.exp(ref) * (ref - got)).sum(-1).mean())
+
+
+def top1_agreement(reference: np.ndarray, logits: np.ndarray) -> float:
+    """Share of positions where the model's most likely next token is the reference's."""
+    return float((reference[0].argmax(-1) == logits[0].argmax(-1)).mean())
+
+
 def model_perplexity(model, text: str | None = None, max_tokens: int = 512) -> tuple[float, int]:
     """Perplexity of an edgelm Model on `text` (default: the reference text); returns (ppl, tokens)."""
     ids = np.array([model.encode(text or reference_text())[: min(max_tokens, model.manifest.context_length)]])
