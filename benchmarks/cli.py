@@ -17,14 +17,15 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def settings_from(args) -> dict:
-    for name in ("pp", "tg", "reps"):
-        if getattr(args, name) < 1:
+    for name in ("pp", "tg", "reps", "rounds"):
+        if getattr(args, name, 1) < 1:
             raise EdgelmError(f"--{name} must be at least 1, got {getattr(args, name)}")
     scaling = not getattr(args, "no_scaling", True)
     return {
         "pp": args.pp, "tg": args.tg, "reps": args.reps, "threads": args.threads or default_threads(),
         "depths": [0, 512, 2048] if scaling else [], "prompt_lengths": [128, 512, 2048] if scaling else [],
         "scaling_tokens": 32, "scaling_reps": 2, "perplexity_tokens": 512,
+        "rounds": getattr(args, "rounds", 1),
     }
 
 
@@ -40,7 +41,7 @@ def benchmark(folders: dict[str, Path], backends: list[str], settings: dict, jso
               plot_path=None) -> dict:
     """Measures every backend on the models in `folders` ({precision: edgelm folder}); writes the outputs."""
     rows = targets(folders, backends, settings["threads"])
-    report = run_all(rows, next(iter(folders.values())), settings)
+    report = run_all(rows, next(iter(folders.values())), settings, reference=folders.get("fp32"))
     markdown = to_markdown(report)
     print(markdown)
     if json_path:
@@ -69,11 +70,14 @@ def compare(argv: list[str] | None = None) -> int:
     """The full comparison on one model: every edgelm precision and every peer, results into benchmarks/results."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks compare", description=compare.__doc__)
     parser.add_argument("--model", default="smollm2-135m", help="alias, HF folder or .gguf (default smollm2-135m)")
-    parser.add_argument("--precisions", default="fp32,int8,int4")
+    parser.add_argument("--precisions", default="fp32,int8,int4,gguf",
+                        help="edgelm exports to compare; fp32 is the reference for the KLD and top-1 columns")
     parser.add_argument("--backends", default="all")
     parser.add_argument("--pp", type=int, default=512)
     parser.add_argument("--tg", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleave: measure the rows in this many rotated rounds (reps split between them)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json, latest.md, latest.png")

@@ -34,8 +34,9 @@ def to_markdown(report: dict) -> str:
             lines.append(f"{head} {test} | {_pm(row[test])} |")
     lines += [
         "",
-        "| backend | precision | load s | peak RSS MB | TTFT ms (pp) | token p50 / p90 / p99 ms | perplexity |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | precision | load s | peak RSS MB | TTFT ms (pp) | token p50 / p90 / p99 ms | perplexity "
+        "| KLD vs fp32 | top-1 vs fp32 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in report["results"]:
         if not row.get("ok"):
@@ -44,7 +45,8 @@ def to_markdown(report: dict) -> str:
         ppl = f"{row['perplexity']:.2f}" if row.get("perplexity") else "n/a"
         lines.append(
             f"| {row['backend']} | {row['precision']} | {row['load_s']:.2f} | {row['peak_rss_mb']:.0f} | "
-            f"{_pm(row['ttft_ms'], 0)} | {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} | {ppl} |"
+            f"{_pm(row['ttft_ms'], 0)} | {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} | {ppl} | "
+            f"{_num(row.get('kld'), '.4f')} | {_num(row.get('top1'), '.1%')} |"
         )
     scaling = [r for r in report["results"] if r.get("ok") and "tg_by_depth" in r]
     if scaling:
@@ -58,6 +60,10 @@ def to_markdown(report: dict) -> str:
             cells += [f"{row['ttft_ms_by_prompt'][n]['mean']:.0f}" for n in lengths]
             lines.append(f"| {row['backend']} | {row['precision']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _pm(summary: dict, digits: int = 2) -> str:

@@ -14,6 +14,7 @@ from edgelm.manifest import Manifest
 
 from .machine import fingerprint
 from .prepare import Target
+from .rounds import merge, rotated
 from .worker import RunSpec
 
 RESULT_PREFIX = "EDGELM-BENCH-RESULT "
@@ -36,8 +37,14 @@ def prompt_ids(folder: Path, count: int) -> list[int]:
     return ids[:count]
 
 
-def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int = 1800) -> dict:
-    """Measures every target; returns the whole report (machine, settings, one result per row)."""
+def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int = 1800,
+            reference: Path | None = None) -> dict:
+    """Measures every target; returns the whole report (machine, settings, one result per row).
+
+    With settings["rounds"] > 1 the rows are measured in rotated rounds (see rounds.py), each round
+    a fresh worker per row with reps / rounds repetitions. `reference` is an edgelm folder (the
+    fp32 export) whose logits on the perplexity text every row's KLD and top-1 are measured against.
+    """
     manifest = Manifest.load(folder)
     longest = max([settings["pp"], *settings.get("depths", []), *settings.get("prompt_lengths", []),
                    settings.get("perplexity_tokens", 0)]) + 8
@@ -52,19 +59,44 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": [],
     }
+    rounds = max(1, int(settings.get("rounds", 1)))
+    worker_settings = {k: v for k, v in settings.items() if k != "rounds"}
+    worker_settings["reps"] = max(1, -(-settings["reps"] // rounds))  # ceil: at least the asked-for samples in all
+    runnable = [t for t in targets if not t.skipped]
+    samples: dict[int, list[dict]] = {id(t): [] for t in runnable}
+    with tempfile.TemporaryDirectory(prefix="edgelm-bench-") as tmp:
+        reference_path = _reference_logits(reference, ids[: settings.get("perplexity_tokens", 0)], Path(tmp))
+        for round_index in range(rounds):
+            for target in rotated(runnable, round_index):
+                spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
+                               prompt_ids=ids, tg_prompt_ids=tg_prompt, reference_logits=reference_path,
+                               **worker_settings)
+                label = f"{target.backend} {target.precision}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else "")
+                print(f"bench: {label} ...", file=sys.stderr, flush=True)
+                result = _run_worker(spec, timeout_s)
+                samples[id(target)].append(result)
+                print(f"bench: {label}: {_one_line(result, spec)}", file=sys.stderr, flush=True)
     for target in targets:
         row = {"backend": target.backend, "precision": target.precision, "path": target.path,
                "size_mb": _size_mb(target.path)}
-        if target.skipped:
-            row.update(ok=False, skipped=target.skipped)
-        else:
-            spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
-                           prompt_ids=ids, tg_prompt_ids=tg_prompt, **settings)
-            print(f"bench: {target.backend} {target.precision} ...", file=sys.stderr, flush=True)
-            row.update(_run_worker(spec, timeout_s))
-            print(f"bench: {target.backend} {target.precision}: {_one_line(row, spec)}", file=sys.stderr, flush=True)
+        row.update(merge(samples[id(target)]) if not target.skipped else {"ok": False, "skipped": target.skipped})
         report["results"].append(row)
     return report
+
+
+def _reference_logits(folder: Path | None, ids: list[int], tmp: Path) -> str | None:
+    """The reference model's logits on `ids`, saved for the workers; None without a reference."""
+    if folder is None or not ids:
+        return None
+    import numpy as np
+
+    import edgelm
+
+    model = edgelm.load(folder)
+    array = np.array([ids], dtype=np.int64)
+    path = tmp / "reference_logits.npy"
+    np.save(path, model.runner.forward(array, model.runner.new_cache(), all_logits=True))
+    return str(path)
 
 
 def tg_prompt_ids(folder: Path) -> list[int]:

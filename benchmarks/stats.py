@@ -37,4 +37,5 @@ def summarize(samples: list[float]) -> dict:
 def latency_summary(latencies_s: list[float]) -> dict:
     """Per-token latency in milliseconds: p50, p90, p99 and mean."""
     ms = [x * 1000 for x in latencies_s]
-    return {"p50": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99), "mean": sum(ms) / len(ms)}
+    return {"p50": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99), "mean": sum(ms) / len(ms),
+            "samples_ms": ms}

@@ -37,6 +37,7 @@ class RunSpec:
     scaling_tokens: int = 32  # tokens generated at each depth
     scaling_reps: int = 2
     perplexity_tokens: int = 512
+    reference_logits: str | None = None  # .npy of the reference's logits on the same tokens, for KLD and top-1
 
 
 def measure(spec: RunSpec) -> dict:
@@ -68,9 +69,25 @@ def measure(spec: RunSpec) -> dict:
             for n in spec.prompt_lengths
         }
     result["peak_rss_mb"] = peak_rss_mb()  # before perplexity, whose all-position logits are not generation's cost
-    ppl = backend.perplexity(spec.prompt_ids[: spec.perplexity_tokens]) if spec.perplexity_tokens else None
-    result["perplexity"] = ppl
+    result.update(quality(backend, spec))
     return result
+
+
+def quality(backend, spec: RunSpec) -> dict:
+    """Perplexity, and KLD and top-1 agreement against the reference logits, on the same tokens."""
+    import numpy as np
+
+    from edgelm.quality import kl_divergence, perplexity, top1_agreement
+
+    ids = spec.prompt_ids[: spec.perplexity_tokens]
+    logits = backend.all_logits(ids) if ids else None
+    if logits is None:
+        return {"perplexity": None, "kld": None, "top1": None}
+    scores = {"perplexity": perplexity(logits, np.array([ids])), "kld": None, "top1": None}
+    if spec.reference_logits:
+        reference = np.load(spec.reference_logits)
+        scores.update(kld=kl_divergence(reference, logits), top1=top1_agreement(reference, logits))
+    return scores
 
 
 def _ttft(backend, ids: list[int]) -> float:

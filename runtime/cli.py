@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pp", type=int, default=512, help="prompt tokens for the pp test (default 512)")
     bench.add_argument("--tg", type=int, default=128, help="new tokens for the tg test (default 128)")
     bench.add_argument("--reps", type=int, default=5, help="repetitions after a warm-up (default 5)")
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="measure the rows in this many rotated rounds, interleaved (reps split between them)")
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--json", help="write every sample to this JSON file")
     bench.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")

@@ -27,6 +27,7 @@ class Backend:
         """
         raise NotImplementedError
 
-    def perplexity(self, ids: list[int]) -> float | None:
-        """Perplexity of `ids`, or None when the backend cannot return every position's logits."""
+    def all_logits(self, ids: list[int]):
+        """Logits of every position of `ids` as a (1, seq, vocab) float32 array, or None when the backend
+        cannot return them (then its perplexity, KLD and top-1 columns say n/a)."""
         return None

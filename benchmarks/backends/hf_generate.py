@@ -24,11 +24,3 @@ def stamped_generate(model, ids: list[int], n: int) -> list[float]:
             logits_processor=LogitsProcessorList([Stamp()]), pad_token_id=0,
         )
     return stamps
-
-
-def torch_perplexity(logits, ids: list[int]) -> float:
-    import numpy as np
-
-    from edgelm.quality import perplexity
-
-    return perplexity(np.asarray(logits, dtype=np.float32), np.array([ids]))

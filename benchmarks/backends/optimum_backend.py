@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Backend, BackendUnavailable
-from .hf_generate import stamped_generate, torch_perplexity
+from .hf_generate import stamped_generate
 
 
 class OptimumBackend(Backend):
@@ -25,13 +25,12 @@ class OptimumBackend(Backend):
     def timed_generate(self, ids: list[int], n: int) -> list[float]:
         return stamped_generate(self.model, ids, n)
 
-    def perplexity(self, ids: list[int]) -> float:
+    def all_logits(self, ids: list[int]):
         import torch
 
         with torch.no_grad():
             inputs = torch.tensor([ids])
-            logits = self.model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits
-        return torch_perplexity(logits.numpy(), ids)
+            return self.model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float().numpy()
 
 
 BACKEND = OptimumBackend

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Backend, BackendUnavailable
-from .hf_generate import stamped_generate, torch_perplexity
+from .hf_generate import stamped_generate
 
 
 class TransformersBackend(Backend):
@@ -21,11 +21,11 @@ class TransformersBackend(Backend):
     def timed_generate(self, ids: list[int], n: int) -> list[float]:
         return stamped_generate(self.model, ids, n)
 
-    def perplexity(self, ids: list[int]) -> float:
+    def all_logits(self, ids: list[int]):
         import torch
 
         with torch.no_grad():
-            return torch_perplexity(self.model(torch.tensor([ids])).logits.numpy(), ids)
+            return self.model(torch.tensor([ids])).logits.float().numpy()
 
 
 BACKEND = TransformersBackend

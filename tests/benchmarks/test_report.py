@@ -10,7 +10,7 @@ from edgelm.errors import EdgelmError
 
 
 class Args:
-    pp, tg, reps, threads, no_scaling = 16, 8, 2, 1, False
+    pp, tg, reps, threads, no_scaling, rounds = 16, 8, 2, 1, False, 2
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def test_every_measurement_is_in_the_json(report):
     rows = {(r["backend"], r["precision"]): r for r in saved["results"]}
     edgelm_int4 = rows[("edgelm", "int4")]
     assert edgelm_int4["ok"], edgelm_int4
-    assert len(edgelm_int4["pp16"]["samples"]) == 2 and len(edgelm_int4["tg8"]["samples"]) == 2
+    assert len(edgelm_int4["pp16"]["samples"]) == 2 and len(edgelm_int4["tg8"]["samples"]) == 2  # 1 a round
+    assert edgelm_int4["rounds"] == 2 and len(edgelm_int4["token_latency_ms"]["samples_ms"]) == 2 * 8
     assert all(s > 0 for s in edgelm_int4["tg8"]["samples"])
     assert edgelm_int4["token_latency_ms"]["p50"] <= edgelm_int4["token_latency_ms"]["p99"]
     assert set(edgelm_int4["tg_by_depth"]) == {"0", "32"} and set(edgelm_int4["ttft_ms_by_prompt"]) == {"8", "32"}
@@ -53,6 +54,15 @@ def test_peers_run_on_the_same_weights(report):
     # optimum runs the same fp32 weights through its own graph: the same perplexity as edgelm's fp32
     assert rows[("optimum", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
     assert rows[("transformers", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
+
+
+def test_quality_columns_are_measured_against_the_fp32_export(report):
+    result, out = report
+    rows = {(r["backend"], r["precision"]): r for r in result["results"]}
+    assert rows[("edgelm", "fp32")]["kld"] == pytest.approx(0, abs=1e-9) and rows[("edgelm", "fp32")]["top1"] == 1
+    assert rows[("transformers", "fp32")]["kld"] < 1e-6  # the same weights in PyTorch
+    assert rows[("edgelm", "int4")]["kld"] > rows[("edgelm", "fp32")]["kld"]
+    assert "| KLD vs fp32 | top-1 vs fp32 |" in (out / "r.md").read_text()
 
 
 def test_a_peer_without_a_gguf_is_a_row_with_its_reason(report):
