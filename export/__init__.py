@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,10 +16,12 @@ from edgelm.errors import EdgelmError
 from edgelm.manifest import PRECISIONS, Manifest
 from edgelm.versions import package_versions
 
+from .arguments import check_export_args
 from .model_folder import (
-    PACKAGES, count_parameters, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
+    PACKAGES, count_parameters, file_digests, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
 )
 from .gguf_exact import exact_gguf_graph
+from .output_guard import work_folder
 from .int4_choice import quantize_int4_best_blocks
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
@@ -66,6 +67,7 @@ def export_model(
     Raises:
         EdgelmError: for an unknown source, precision or architecture, or an existing output.
     """
+    check_export_args(dict(locals()))
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "gguf" and not is_gguf_source(source):
@@ -74,9 +76,8 @@ def export_model(
             "give a .gguf file or an alias, or choose fp32, int8 or int4"
         )
     started = time.perf_counter()
-    quiet_libraries()
     progress = Progress(5 if check else 4, quiet=quiet)
-    with staged_folder(Path(output), force=force) as out, tempfile.TemporaryDirectory(prefix="edgelm-export-") as tmp:
+    with quiet_libraries(), staged_folder(Path(output), force=force, source=source) as out, work_folder() as tmp:
         work = Path(tmp)
         with progress.step(f"loading {source}"):
             src = resolve_source(source, work)
@@ -120,6 +121,7 @@ def export_model(
                 manifest.validation = validate(out, manifest, src.hf_folder)
         manifest.validation["export_seconds"] = round(time.perf_counter() - started, 1)
         manifest.validation["folder_mb"] = folder_size_mb(out)
+        manifest.files = file_digests(out)
         manifest.save(out)
     progress.say(_report(manifest, Path(output)))
     return manifest

@@ -2,41 +2,62 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgelm.errors import EdgelmError
+from edgelm.integrity import folder_digests
 from edgelm.manifest import TokenSpec
+
+from .output_guard import (
+    check_output, make_staging, missing_parents, remove_empty, remove_stale, sigterm_as_interrupt,
+)
 
 PACKAGES = ("edgelm", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 
 @contextmanager
-def staged_folder(output: Path, force: bool = False):
+def staged_folder(output: Path, force: bool = False, source: str | None = None):
     """Yields an empty staging folder beside `output`; renames it to `output` only if the block succeeds.
 
-    An error or Ctrl-C inside the block removes the staging folder, so `output` is either the
-    complete new export or untouched.
+    An error, Ctrl-C or SIGTERM inside the block removes the staging folder and any parent folders
+    made for it, so `output` is either the complete new export or untouched. `force` replaces only
+    an existing edgelm model folder, never `source`, a folder holding it, the current directory or
+    home (see output_guard.py). Staging folders of exports that were killed are removed first.
     """
-    output = output.expanduser().resolve()
-    if output.exists() and not force:
-        raise EdgelmError(f"{output} already exists; choose another -o folder or pass --force to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    output = Path(output).expanduser().resolve()
+    check_output(output, source, force)
+    created = missing_parents(output)
     try:
-        yield staging
-        if output.exists():
-            retired = output.with_name(f".{output.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            output.rename(retired)
-            staging.rename(output)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgelmError(f"cannot create {output.parent} ({exc.strerror or exc}); choose another -o folder") from None
+    remove_stale(output)
+    staging = make_staging(output)
+    done = False
+    try:
+        with sigterm_as_interrupt():
+            yield staging
+            if output.exists():
+                retired = output.with_name(f".{output.name}.partial-{os.getpid()}-old")  # removed if we die here
+                shutil.rmtree(retired, ignore_errors=True)
+                output.rename(retired)
+                staging.rename(output)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                staging.rename(output)
+            done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            remove_empty(created)
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """{file name: sha256} of the folder's files, for the manifest (checked by `edgelm.load(verify=True)`)."""
+    return folder_digests(folder)
 
 
 def write_tokenizer_files(hf_folder: Path, out: Path) -> TokenSpec:

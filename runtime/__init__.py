@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from .errors import EdgelmError
@@ -34,15 +35,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgelm' has no attribute {name!r}")
 
 
-def load(folder: str | Path, device: str = "cpu", threads: int | None = None):
+def load(folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False):
     """Loads an exported model folder (or an alias, exported once and cached) as a `Model`.
 
     Args:
         folder: a folder written by `edgelm export`, or anything `pipeline()` accepts.
         device: 'cpu' or 'cuda'.
         threads: CPU threads (default: one per available core).
+        verify: check every file's sha256 against the digests recorded at export (reads all weights once).
     Raises:
-        EdgelmError: when the folder is missing, incomplete or from an unsupported format.
+        EdgelmError: when the folder is missing, incomplete, damaged, disagrees with its graph, or is
+            from an unsupported format; with verify=True, when a file differs from the export.
     Example:
         model = edgelm.load("smollm2-int4")
         print(model.generate("Machine learning is", max_new_tokens=30))
@@ -50,7 +53,9 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None):
     from .model import Model
     from .text_pipeline import resolve_model
 
+    if not isinstance(folder, (str, os.PathLike)):
+        raise EdgelmError(f"folder={folder!r} is invalid: give the path of a folder made by `edgelm export`, or an alias")
     path = Path(folder).expanduser()
     if not path.is_dir():
         path = resolve_model(str(folder))
-    return Model(path, device=device, threads=threads)
+    return Model(path, device=device, threads=threads, verify=verify)

@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from .errors import EdgelmError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. Every error is one line on stderr and a non-zero exit; --verbose adds the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False)
     try:
         return args.run(args) or 0
-    except EdgelmError as exc:
-        print(f"edgelm: error: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # the reader went away (`edgelm generate ... | head`): end quietly
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         print("\nedgelm: interrupted", file=sys.stderr)
         return 130
+    except EdgelmError as exc:
+        return _fail(exc, verbose, 2)
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen input: still one line, unless --verbose
+        return _fail(exc, verbose, 1, f"{type(exc).__name__}: ")
+
+
+def _fail(exc: BaseException, verbose: bool, code: int, prefix: str = "") -> int:
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "" if verbose or isinstance(exc, EdgelmError) else " (run with --verbose for the traceback)"
+    message = " ".join(f"{prefix}{exc}".split())  # one line, whatever the message held
+    try:
+        print(f"edgelm: error: {message}{hint}", file=sys.stderr)
+    except (BrokenPipeError, OSError):
+        pass
+    return code
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     bench.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
     bench.set_defaults(run=run_bench)
+    parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
+    for sub in commands.choices.values():  # also accepted after the command: edgelm generate ... --verbose
+        sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -107,15 +139,32 @@ def run_export(args) -> int:
     return 0
 
 
+def _check_generation_args(args, prompt: str | None) -> None:
+    """Checks the settings (and the prompt) before the model is loaded."""
+    from .checks import check_text
+    from .config import GenerationConfig
+
+    GenerationConfig().updated(**_settings(args))
+    if args.threads is not None and args.threads < 1:
+        raise EdgelmError(f"--threads {args.threads} is invalid: use an integer >= 1")
+    if prompt is not None:
+        check_text("the prompt", prompt, allow_empty=False)
+
+
 def run_generate(args) -> int:
     from . import load
 
+    _check_generation_args(args, args.prompt)
     model = load(args.model, device=args.device, threads=args.threads)
-    sys.stdout.write(args.prompt)
-    for piece in model.stream(args.prompt, **_settings(args)):
+    pieces = model.stream(args.prompt, **_settings(args))
+    first = next(pieces, "")  # prefill and the first pick: an error here comes before any output
+    sys.stdout.write(args.prompt + first)
+    sys.stdout.flush()
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if not args.no_timings:
         print(f"[{model.last_timings.summary()}]", file=sys.stderr)
     return 0
@@ -124,6 +173,7 @@ def run_generate(args) -> int:
 def run_chat(args) -> int:
     from . import load
 
+    _check_generation_args(args, args.message)
     model = load(args.model, device=args.device, threads=args.threads)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     pending = [args.message] if args.message else None

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+from .checks import check_int, check_number, check_seed, check_strings, is_int
 from .errors import EdgelmError
+
+MIN_TEMPERATURE = 1e-5  # below this, softmax(logits / t) is the argmax anyway (and 1 / t may overflow): greedy
+MAX_TOKENS = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -12,7 +16,7 @@ class GenerationConfig:
     """How to pick tokens and when to stop. Defaults give greedy decoding."""
 
     max_new_tokens: int = 128  # tokens to generate at most (the prompt is not counted)
-    temperature: float = 0.0  # 0 means greedy; > 0 samples from softmax(logits / temperature)
+    temperature: float = 0.0  # 0 (or below MIN_TEMPERATURE) is greedy; above, samples softmax(logits / temperature)
     top_k: int = 0  # keep only the k most likely tokens; 0 keeps all
     top_p: float = 1.0  # keep the smallest set whose probability reaches p; 1 keeps all
     min_p: float = 0.0  # drop tokens less likely than min_p times the top token
@@ -22,21 +26,31 @@ class GenerationConfig:
     eos_token_ids: tuple[int, ...] | None = field(default=None)  # None: the model's own
 
     def __post_init__(self):
-        _check(self.max_new_tokens >= 0, "max_new_tokens", self.max_new_tokens, "an integer >= 0")
-        _check(self.temperature >= 0, "temperature", self.temperature, "a number >= 0 (0 is greedy)")
-        _check(self.top_k >= 0, "top_k", self.top_k, "an integer >= 0 (0 keeps all tokens)")
-        _check(0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1]")
-        _check(0 <= self.min_p < 1, "min_p", self.min_p, "a number in [0, 1)")
-        _check(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty, "a number > 0 (1 is off)")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+        name = "GenerationConfig."
+        set_ = object.__setattr__
+        set_(self, "max_new_tokens", check_int(name + "max_new_tokens", self.max_new_tokens, 0, MAX_TOKENS))
+        set_(self, "temperature", check_number(name + "temperature", self.temperature, 0, None,
+                                               "a finite number >= 0 (0 is greedy)"))
+        set_(self, "top_k", check_int(name + "top_k", self.top_k, 0, MAX_TOKENS, "an integer >= 0 (0 keeps all tokens)"))
+        set_(self, "top_p", check_number(name + "top_p", self.top_p, 0, 1, "a number in (0, 1]", low_open=True))
+        set_(self, "min_p", check_number(name + "min_p", self.min_p, 0, 1, "a number in [0, 1)", high_open=True))
+        set_(self, "repetition_penalty", check_number(name + "repetition_penalty", self.repetition_penalty, 0, None,
+                                                      "a finite number > 0 (1 is off)", low_open=True))
+        set_(self, "stop", check_strings(name + "stop", self.stop))
+        set_(self, "seed", check_seed(name + "seed", self.seed))
         if self.eos_token_ids is not None:
-            object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))
+            ids = (self.eos_token_ids,) if is_int(self.eos_token_ids) else self.eos_token_ids
+            if not isinstance(ids, (list, tuple)) or not all(is_int(t) and t >= 0 for t in ids):
+                raise EdgelmError(
+                    f"{name}eos_token_ids={self.eos_token_ids!r} is invalid: use None (the model's own) "
+                    "or a list of token ids (integers >= 0)"
+                )
+            set_(self, "eos_token_ids", tuple(int(t) for t in ids))
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """True for temperature 0, and for temperatures too small to sample with (below MIN_TEMPERATURE)."""
+        return self.temperature < MIN_TEMPERATURE
 
     def updated(self, **overrides) -> "GenerationConfig":
         """A copy with the given fields replaced (None values are ignored)."""
@@ -45,8 +59,3 @@ class GenerationConfig:
         if unknown:
             raise EdgelmError(f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _check(ok: bool, name: str, value, allowed: str) -> None:
-    if not ok:
-        raise EdgelmError(f"GenerationConfig.{name}={value!r} is out of range: use {allowed}")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import EdgelmError
+from .manifest_checks import check_manifest_data, inside_folder
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "edgelm.json"
@@ -73,15 +74,22 @@ class Manifest:
     generation_defaults: dict = field(default_factory=dict)  # from the model's generation_config
     validation: dict = field(default_factory=dict)  # numbers measured at export time
     versions: dict = field(default_factory=dict)  # packages that made the folder
+    files: dict = field(default_factory=dict)  # {file name: sha256} recorded at export, for load(verify=True)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise EdgelmError(f"manifest: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.kv.num_layers < 1 or self.kv.num_kv_heads < 1 or self.kv.head_dim < 1:
-            raise EdgelmError("manifest: kv.num_layers, kv.num_kv_heads and kv.head_dim must be positive")
-        if "input_ids" not in self.graph_inputs:
-            raise EdgelmError("manifest: graph_inputs must include 'input_ids'")
+        check_manifest_data(asdict(self), PRECISIONS, FORMAT_VERSION)
+
+    def path(self, folder: str | Path, relative: str, field_name: str) -> Path:
+        """`folder / relative`, refused unless it stays inside the folder (the manifest is untrusted)."""
+        return inside_folder(Path(folder), relative, field_name)
+
+    def check_paths(self, folder: str | Path) -> None:
+        """Every file the manifest names resolves inside `folder` (no '..', absolute path or symlink out)."""
+        self.path(folder, self.graph_file, "graph_file")
+        self.path(folder, self.tokens.tokenizer_file, "tokens.tokenizer_file")
+        if self.tokens.chat_template_file is not None:
+            self.path(folder, self.tokens.chat_template_file, "tokens.chat_template_file")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -93,22 +101,16 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """A Manifest from parsed JSON; every field's type and range is checked first."""
+        check_manifest_data(data, PRECISIONS, FORMAT_VERSION)
         data = dict(data)
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise EdgelmError(
-                f"manifest format_version {version!r} is not supported (this edgelm reads {FORMAT_VERSION}); "
-                "re-export the model with this edgelm version"
-            )
-        try:
-            data["kv"] = KVCacheSpec(**data["kv"])
-            data["tokens"] = TokenSpec(**data["tokens"])
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise EdgelmError(f"manifest is malformed ({exc}); re-export the model") from exc
+        data["kv"] = KVCacheSpec(**data["kv"])
+        data["tokens"] = TokenSpec(**data["tokens"])
+        return cls(**data)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Manifest":
+        """Reads and checks `folder`/edgelm.json, including that its paths stay inside `folder`."""
         path = Path(folder) / MANIFEST_NAME
         if not path.is_file():
             raise EdgelmError(
@@ -117,6 +119,10 @@ class Manifest:
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise EdgelmError(f"{path} is not valid JSON ({exc}); re-export the model") from exc
-        return cls.from_dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise EdgelmError(f"{path} is not valid JSON ({exc}); re-export the model") from None
+        except OSError as exc:
+            raise EdgelmError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+        manifest = cls.from_dict(data)
+        manifest.check_paths(folder)
+        return manifest

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .chat_template import ChatTemplate
+from .checks import check_bool, check_text, check_token_ids
 from .config import GenerationConfig
 from .detokenizer import IncrementalDecoder
 from .errors import EdgelmError
 from .generation import Timings, generate_tokens
+from .integrity import verify_digests
 from .manifest import Manifest
 from .session import GraphRunner
 from .stopping import StopStrings
@@ -26,21 +29,54 @@ class Model:
             print(piece, end="", flush=True)
     """
 
-    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise EdgelmError(f"model folder {folder} does not exist; export one with: edgelm export SOURCE -o {folder}")
         self.manifest = Manifest.load(self.folder)
-        self.tokenizer = load_tokenizer(self.folder / self.manifest.tokens.tokenizer_file)
+        if check_bool("verify", verify):
+            verify_digests(self.folder, self.manifest.files)
+        tokens = self.manifest.tokens
+        self.tokenizer = load_tokenizer(self.manifest.path(self.folder, tokens.tokenizer_file, "tokens.tokenizer_file"))
+        base_vocab = self.tokenizer.get_vocab_size(with_added_tokens=False)
+        if base_vocab > self.manifest.vocab_size:
+            raise EdgelmError(
+                f"{tokens.tokenizer_file} has {base_vocab} tokens but the graph's vocabulary has "
+                f"{self.manifest.vocab_size}: they are not from the same model; re-export the model"
+            )
         self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads)
-        self.defaults = GenerationConfig(**_known_defaults(self.manifest.generation_defaults))
-        self.last_timings = Timings()
+        try:
+            self.defaults = GenerationConfig(**_known_defaults(self.manifest.generation_defaults))
+        except EdgelmError as exc:
+            raise EdgelmError(f"manifest (edgelm.json) generation_defaults: {exc}; re-export the model") from None
+        self._local = threading.local()  # timings belong to the thread that generated
         self._chat_template: ChatTemplate | None = None
+
+    @property
+    def last_timings(self) -> Timings:
+        """The timings of the last generation finished or running in this thread."""
+        return getattr(self._local, "timings", None) or Timings()
+
+    @last_timings.setter
+    def last_timings(self, timings: Timings) -> None:
+        self._local.timings = timings
 
     # -- tokens ---------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids as transformers' tokenizer gives them (BOS added where the model wants it)."""
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        """Token ids as transformers' tokenizer gives them (BOS added where the model wants it).
+
+        Raises:
+            EdgelmError: when `text` is not a str, holds a lone surrogate, or becomes an id the graph lacks.
+        """
+        ids = self.tokenizer.encode(check_text("the prompt", text), add_special_tokens=add_special_tokens).ids
+        vocab = self.manifest.vocab_size
+        for i in ids:
+            if i >= vocab:
+                raise EdgelmError(
+                    f"the tokenizer turned {self.tokenizer.id_to_token(i)!r} into id {i}, beyond the graph's "
+                    f"vocabulary of {vocab}: tokenizer.json does not match the graph; re-export the model"
+                )
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -48,11 +84,21 @@ class Model:
     # -- generation -----------------------------------------------------------------------
     def config(self, config: GenerationConfig | None = None, **settings) -> GenerationConfig:
         """The model's defaults, updated by `config` and then by keyword settings."""
+        if config is not None and not isinstance(config, GenerationConfig):
+            raise EdgelmError(f"config must be a GenerationConfig or None, got {type(config).__name__}; "
+                              "pass settings as keywords instead, e.g. max_new_tokens=20")
         base = config or self.defaults
         return base.updated(**settings)
 
     def generate_ids(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
-        """The one generator underneath everything: new token ids, one at a time."""
+        """The one generator underneath everything: new token ids, one at a time.
+
+        Raises:
+            EdgelmError: on an empty or over-long prompt, or an id outside the vocabulary.
+        """
+        prompt_ids = check_token_ids("prompt_ids", prompt_ids, self.manifest.vocab_size)
+        if not isinstance(config, GenerationConfig):
+            raise EdgelmError(f"config must be a GenerationConfig, got {type(config).__name__}")
         if not prompt_ids:
             raise EdgelmError("the prompt is empty: give at least one token of text")
         if len(prompt_ids) >= self.manifest.context_length:
@@ -60,10 +106,9 @@ class Model:
                 f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.manifest.context_length}"
             )
         eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
-        self.last_timings = Timings()
-        yield from generate_tokens(
-            self.runner, prompt_ids, config, eos, self.manifest.context_length, self.last_timings
-        )
+        timings = Timings()
+        self.last_timings = timings
+        yield from generate_tokens(self.runner, prompt_ids, config, eos, self.manifest.context_length, timings)
 
     def stream_ids(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[str]:
         """Text pieces for generated tokens: complete characters only, cut before any stop string."""
@@ -85,16 +130,18 @@ class Model:
         """Yields the continuation of `prompt` piece by piece, as it is decoded.
 
         Args:
-            prompt: text to continue.
+            prompt: text to continue: a non-empty str.
             config: a GenerationConfig; keyword settings (max_new_tokens, temperature, top_k,
                 top_p, min_p, repetition_penalty, stop, seed) override it.
         Yields:
             Text pieces; joined they are the whole continuation.
         Raises:
-            EdgelmError: on an empty or over-long prompt or an invalid setting.
+            EdgelmError: on a prompt that is not a str, is empty, holds a lone surrogate or is over-long,
+                or on an invalid setting.
         """
         cfg = self.config(config, **settings)
-        return self.stream_ids(self.encode(prompt), cfg)
+        ids = self.encode(check_text("the prompt", prompt, allow_empty=False))
+        return self.stream_ids(ids, cfg)
 
     def generate(self, prompt: str, config: GenerationConfig | None = None, **settings) -> str:
         """The continuation of `prompt` (without the prompt). Same arguments as `stream`.
@@ -111,8 +158,12 @@ class Model:
             tokens = self.manifest.tokens
             if not tokens.chat_template_file:
                 raise EdgelmError(f"{self.folder} has no chat template: this model is not a chat model; use generate()")
-            source = (self.folder / tokens.chat_template_file).read_text(encoding="utf-8")
-            self._chat_template = ChatTemplate(source, tokens.bos_token, tokens.eos_token)
+            path = self.manifest.path(self.folder, tokens.chat_template_file, "tokens.chat_template_file")
+            try:
+                source = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise EdgelmError(f"the chat template {path} cannot be read ({exc}); re-export the model") from None
+            self._chat_template = ChatTemplate(source, tokens.bos_token, tokens.eos_token, name=str(path))
         return self._chat_template
 
     def chat_stream(self, messages: list[dict], config: GenerationConfig | None = None, **settings) -> Iterator[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GenerationConfig
+from .errors import EdgelmError
 
 
 class Sampler:
@@ -17,6 +18,12 @@ class Sampler:
     def __call__(self, logits: np.ndarray, seen: np.ndarray | None = None) -> int:
         """Pick a token. `logits` is (vocab,); `seen` holds token ids already in the context."""
         cfg = self.config
+        top = logits.max()  # NaN if any logit is NaN
+        if not np.isfinite(top):
+            raise EdgelmError(
+                f"the model produced {'NaN' if np.isnan(top) else 'infinite'} logits, so no token can be picked: "
+                "its weights may be corrupt; check them with edgelm.load(folder, verify=True) or re-export the model"
+            )
         if cfg.repetition_penalty != 1.0 and seen is not None and seen.size:
             logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
         if cfg.greedy:

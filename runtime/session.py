@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import EdgelmError
+from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
 from .manifest import Manifest
 
@@ -26,7 +27,9 @@ def default_threads() -> int:
 
 def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization."""
-    if device not in DEVICES:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
+    if not isinstance(device, str) or device not in DEVICES:
         raise EdgelmError(f"device {device!r} is not supported: use one of {', '.join(DEVICES)}")
     provider = DEVICES[device]
     if provider not in ort.get_available_providers():
@@ -36,7 +39,7 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = default_threads() if threads is None else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
@@ -52,16 +55,16 @@ class GraphRunner:
     def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None):
         self.manifest = manifest
         self.device = device
-        self.session = make_session(folder / manifest.graph_file, device, threads)
+        graph_path = manifest.path(folder, manifest.graph_file, "graph_file")
+        if not graph_path.is_file():
+            raise EdgelmError(f"{graph_path} is missing; the model folder is incomplete: re-export the model")
+        self.session = make_session(graph_path, device, threads)
+        check_graph(manifest, self.session.get_inputs(), self.session.get_outputs(), graph_path.name)
         self.past_names = manifest.kv.past_names()
         self.present_names = manifest.kv.present_names()
         self.inputs = set(manifest.graph_inputs)
         self.kv_dtype = np.dtype(manifest.kv.dtype)
         self._ort_device = "cuda" if device == "cuda" else "cpu"
-        graph_inputs = {i.name for i in self.session.get_inputs()}
-        missing = [n for n in [*manifest.graph_inputs, *self.past_names] if n not in graph_inputs]
-        if missing:
-            raise EdgelmError(f"the graph lacks inputs the manifest names: {', '.join(missing[:4])}; re-export the model")
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
 from .aliases import ALIASES, cached_export_folder
+from .checks import check_bool, check_int, check_number, check_seed, check_strings, check_text
 from .config import GenerationConfig
 from .errors import EdgelmError
 from .manifest import MANIFEST_NAME, PRECISIONS
 from .model import Model
 
 TRANSFORMERS_SAMPLING = GenerationConfig(temperature=1.0, top_k=50)  # what transformers samples with by default
+logger = logging.getLogger("edgelm.pipeline")
 
 
 def resolve_model(model: str | Path, precision: str = "int4") -> Path:
@@ -21,9 +25,15 @@ def resolve_model(model: str | Path, precision: str = "int4") -> Path:
     or a `.gguf` file. Anything but an edgelm folder is exported on first use (needs
     `pip install 'edgelm[export]'`) and reused afterwards.
     """
+    if not isinstance(model, (str, os.PathLike)) or not str(model):
+        raise EdgelmError(f"model={model!r} is invalid: give a model folder, an alias ({', '.join(ALIASES)}), "
+                          "a Hugging Face folder or hub id, or a .gguf file")
     path = Path(model).expanduser()
     if (path / MANIFEST_NAME).is_file():
         return path
+    if path.exists() and not path.is_dir() and path.suffix != ".gguf":
+        raise EdgelmError(f"{path} is a file but not a .gguf file: give an edgelm model folder, a Hugging Face "
+                          "folder or a .gguf file")
     text = str(model)
     looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or text.endswith(".gguf")
     if looks_local and not path.exists():
@@ -81,36 +91,52 @@ class TextGenerationPipeline:
         only new ones (it wins when both are given); sampling happens only with `do_sample=True`.
         Returns:
             [{'generated_text': str}] per sequence; a list of such lists for a list of texts.
+        Raises:
+            EdgelmError: for a setting of the wrong type or range, do_sample=True with temperature=0,
+                an empty prompt or one with a lone surrogate, or a malformed chat. A `max_length` not
+                above the prompt length is only warned about (logger "edgelm.pipeline"), as in transformers.
         """
-        if num_return_sequences < 1:
-            raise EdgelmError(f"num_return_sequences={num_return_sequences} must be >= 1")
-        sample = bool(do_sample) if do_sample is not None else not self.model.defaults.greedy
-        if num_return_sequences > 1 and not sample:
+        n = check_int("num_return_sequences", num_return_sequences, 1, 1024)
+        check_bool("return_full_text", return_full_text)
+        if max_length is not None:
+            check_int("max_length", max_length, 1, None, "None or an integer >= 1 (prompt plus new tokens)")
+        if max_new_tokens is not None:
+            check_int("max_new_tokens", max_new_tokens, 0, None, "None or an integer >= 0")
+        if temperature is not None:
+            check_number("temperature", temperature, 0, None, "a finite number > 0 with do_sample=True")
+        sample = check_bool("do_sample", do_sample) if do_sample is not None else not self.model.defaults.greedy
+        if n > 1 and not sample:
             raise EdgelmError("num_return_sequences > 1 gives identical greedy outputs: pass do_sample=True")
-        settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
+        if sample and temperature is not None and temperature == 0:
+            raise EdgelmError("do_sample=True with temperature=0 cannot sample (as in transformers): "
+                              "pass do_sample=False for greedy decoding, or a temperature > 0")
+        settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                        seed=check_seed("seed", seed))
         if stop_strings is not None:
-            settings["stop"] = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings)
+            settings["stop"] = check_strings("stop_strings", stop_strings)
         if sample:  # the model's own sampling defaults, else transformers' (temperature 1, top-k 50)
             base = TRANSFORMERS_SAMPLING if self.model.defaults.greedy else self.model.defaults
-            settings["temperature"] = temperature or base.temperature
+            settings["temperature"] = temperature if temperature is not None else base.temperature
             settings["top_k"] = top_k if top_k is not None else base.top_k
         else:
             settings["temperature"] = 0.0
         if isinstance(text_inputs, str):
-            return self._one(text_inputs, max_length, max_new_tokens, settings, num_return_sequences, return_full_text)
+            return self._one(text_inputs, max_length, max_new_tokens, settings, n, return_full_text)
         if isinstance(text_inputs, list) and text_inputs and all(isinstance(m, dict) for m in text_inputs):
-            return self._chat(text_inputs, max_length, max_new_tokens, settings, num_return_sequences)
+            return self._chat(text_inputs, max_length, max_new_tokens, settings, n)
         if isinstance(text_inputs, list) and all(isinstance(t, str) for t in text_inputs):
-            return [
-                self._one(t, max_length, max_new_tokens, settings, num_return_sequences, return_full_text)
-                for t in text_inputs
-            ]
+            for i, text in enumerate(text_inputs):  # all checked before any is generated
+                check_text(f"text_inputs[{i}]", text, allow_empty=False)
+            return [self._one(t, max_length, max_new_tokens, settings, n, return_full_text) for t in text_inputs]
         raise EdgelmError("text_inputs must be a string, a list of strings, or a chat (list of role/content dicts)")
 
     def _budget(self, prompt_len: int, max_length: int | None, max_new_tokens: int | None) -> int:
         if max_new_tokens is not None:
             return max_new_tokens
         if max_length is not None:
+            if max_length <= prompt_len:  # transformers warns the same way, and generates nothing
+                logger.warning("max_length=%d is not above the prompt's %d tokens, so nothing is generated; "
+                               "use max_new_tokens to set the new tokens alone", max_length, prompt_len)
             return max(0, max_length - prompt_len)
         return self.model.defaults.max_new_tokens
 
@@ -124,7 +150,7 @@ class TextGenerationPipeline:
         ]
 
     def _one(self, text, max_length, max_new_tokens, settings, n, return_full_text):
-        ids = self.model.encode(text)
+        ids = self.model.encode(check_text("the prompt", text, allow_empty=False))
         budget = self._budget(len(ids), max_length, max_new_tokens)
         prefix = text if return_full_text else ""
         return [{"generated_text": prefix + new} for new in self._continuations(ids, budget, settings, n)]

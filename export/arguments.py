@@ -1,0 +1,43 @@
+"""Checking `export_model`'s arguments before any slow work starts (loading torch, reading weights)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgelm.checks import check_bool, check_int
+from edgelm.errors import EdgelmError
+
+GRAPHS = ("auto", "fused", "optimum")
+INT8_METHODS = ("dynamic", "weight-only")
+
+
+def check_export_args(args: dict) -> None:
+    """Raises EdgelmError for the first bad argument in `args` (export_model's locals(); unknown keys are skipped)."""
+    source, output = args.get("source"), args.get("output")
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise EdgelmError(f"source={source!r} is invalid: give a Hugging Face folder or hub id, a .gguf file or an alias")
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix != ".gguf":
+        raise EdgelmError(f"{path} is a file but not a .gguf file: give a Hugging Face model folder, a .gguf file, "
+                          "a hub id or an alias")
+    if not isinstance(output, (str, os.PathLike)) or not str(output):
+        raise EdgelmError(f"output={output!r} is invalid: give the folder to write")
+    if "block_size" in args:
+        block = args["block_size"]
+        check_int("block_size", block, 16, 1 << 16, "a power of two >= 16 (32 is the default)")
+        if block & (block - 1):
+            raise EdgelmError(f"block_size={block} is invalid: use a power of two >= 16 (32 is the default)")
+    if "accuracy_level" in args:
+        check_int("accuracy_level", args["accuracy_level"], 0, 4, "0-4 (4: int8 compute, the fastest on CPU)")
+    if "lm_head_bits" in args and args["lm_head_bits"] not in (4, 8) or isinstance(args.get("lm_head_bits"), bool):
+        raise EdgelmError(f"lm_head_bits={args['lm_head_bits']!r} is invalid: use 4 or 8")
+    if args.get("symmetric") is not None:
+        check_bool("symmetric", args["symmetric"])
+    if "int8_method" in args and args["int8_method"] not in INT8_METHODS:
+        raise EdgelmError(f"int8_method={args['int8_method']!r} is invalid: use one of {', '.join(INT8_METHODS)}")
+    if "graph" in args and args["graph"] not in GRAPHS:
+        raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
+    for flag in ("check", "force", "quiet"):
+        if flag in args:
+            check_bool(flag, args[flag])
