@@ -9,7 +9,8 @@ holds the GGUF's integer levels and block scales as they are:
   default zero 8, or 8-bit levels shifted so that the zero is the default 128;
 - types with `w = d * q + m` (Q4_1, Q5_1, Q4_K, Q5_K) keep their levels with zero 0 and add
   the offsets back: `y = x @ (d * q) + blocksum(x) @ m`, where blocksum(x) sums x over each
-  block of 32 inputs (a small MatMul with a 0/1 matrix) and `m` is (blocks, outputs) in fp32;
+  block of 32 inputs (extra output columns of the same MatMulNBits, split off) and `m` is (blocks,
+  outputs) in fp32;
 - a token embedding of an offset-free type becomes `GatherBlockQuantized` on the same levels.
 
 A MatMul whose columns mix types gets the widest levels and the smallest block of its parts,
@@ -59,6 +60,24 @@ class _Encoded:
         self.zeros = None if (zeros == default).all() else zeros
         self.offsets = offsets if has_offsets else None
         self.types = sorted({p.gguf_type for p, _ in parts})
+
+    def append_block_sums(self) -> int:
+        """Adds one output column per 32 inputs whose weights are 1 inside that block and 0 elsewhere.
+
+        The MatMul then also returns blocksum(x), which the offsets need, without a second pass
+        over x (and, at accuracy level 4, from the same int8 activations as the main product).
+        1 and 0 are exact in every encoding: levels zero + 1 and zero with scale 1. Returns how
+        many columns were added.
+        """
+        rows, cols = self.levels.shape
+        sums = cols // OFFSET_BLOCK
+        inside = np.kron(np.eye(sums, dtype=np.uint8), np.ones((1, OFFSET_BLOCK), np.uint8))  # (sums, cols)
+        zero = 128 if self.bits == 8 else (8 if self.zeros is None else 0)
+        self.levels = np.concatenate([self.levels, (inside + zero).astype(np.uint8)])
+        self.scales = np.concatenate([self.scales, np.ones((sums, self.scales.shape[1]), np.float32)])
+        if self.zeros is not None:
+            self.zeros = np.concatenate([self.zeros, np.zeros((sums, self.zeros.shape[1]), np.uint8)])
+        return sums
 
     def packed_levels(self) -> np.ndarray:
         """(N, blocks, block * bits / 8) uint8: for 4 bits, weight 2i in the low nibble, 2i + 1 in the high."""
@@ -120,24 +139,25 @@ class _Rewriter:
             self.report["float_matmuls"].append(node.name or node.output[0])
             return None
         enc = _Encoded(self.rows.gather(found), rows, cols)
+        sums = enc.append_block_sums() if enc.offsets is not None else 0
         name = node.input[1]
         inputs = [node.input[0], self.const(f"{name}_gguf_levels", enc.packed_levels()),
                   self.const(f"{name}_gguf_scales", enc.scales.reshape(-1))]
         if enc.zeros is not None:
             inputs.append(self.const(f"{name}_gguf_zeros", enc.packed_zeros()))
         out = node.output[0]
-        main = out if enc.offsets is None else f"{out}/gguf_main"
-        nodes = [helper.make_node("MatMulNBits", inputs, [main], name=f"{out}/MatMulNBits", domain=MS, K=cols, N=rows,
+        main = out if enc.offsets is None else f"{out}/gguf_main_and_sums"
+        nodes = [helper.make_node("MatMulNBits", inputs, [main], name=f"{out}/MatMulNBits", domain=MS, K=cols, N=rows + sums,
                                   bits=enc.bits, block_size=enc.block, accuracy_level=self.accuracy_level)]
         self.report["matmuls"][f"{'+'.join(enc.types)} -> {enc.bits}-bit blocks of {enc.block}"] += 1
         if enc.offsets is not None:  # y = x @ (d q) + blocksum(x) @ m
-            indicator = np.kron(np.eye(cols // OFFSET_BLOCK, dtype=np.float32), np.ones((OFFSET_BLOCK, 1), np.float32))
-            sums = self.const(f"gguf_blocksum_{cols}", indicator)  # (K, K / 32), shared by every MatMul of that K
+            split = self.const(f"gguf_split_{rows}_{sums}", np.array([rows, sums], dtype=np.int64))
             nodes += [
-                helper.make_node("MatMul", [node.input[0], sums], [f"{out}/gguf_blocksum"], name=f"{out}/gguf_blocksum"),
+                helper.make_node("Split", [main, split], [f"{out}/gguf_main", f"{out}/gguf_blocksum"], axis=-1,
+                                 name=f"{out}/gguf_split"),
                 helper.make_node("MatMul", [f"{out}/gguf_blocksum", self.const(f"{name}_gguf_offsets", enc.offsets.T)],
                                  [f"{out}/gguf_offset"], name=f"{out}/gguf_offset"),
-                helper.make_node("Add", [main, f"{out}/gguf_offset"], [out], name=f"{out}/gguf_add"),
+                helper.make_node("Add", [f"{out}/gguf_main", f"{out}/gguf_offset"], [out], name=f"{out}/gguf_add"),
             ]
             self.report["offset_corrections"] += 1
         return nodes
