@@ -178,7 +178,8 @@ def pipeline(
         task: only 'text-generation'.
         model: an edgelm folder, an alias ('smollm2-135m', 'gemma3-270m'), a Hugging Face
             folder or hub id, or a .gguf file; non-folders are exported once and cached.
-        precision: for exports made here: 'int4' (default), 'int8' or 'fp32'.
+        precision: for exports made here: 'int4' (default), 'int8', 'fp32', or 'gguf' (a .gguf source's
+            own quantized blocks, unchanged: the source's quality, slower decode; see the README).
         device: 'cpu' or 'cuda'.
         threads: CPU threads (default: one per available core).
     Example:
