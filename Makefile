@@ -39,12 +39,12 @@ bench: bench-peers
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Optional peers for the comparison. llama-cpp-python compiles llama.cpp (about 7 minutes on 2 cores);
-# the native build crashed on this CPU, so the instruction sets are named. onnxruntime-genai's
-# builder needs transformers 5, so it gets its own environment (.venv-genai).
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+# Optional peers for the comparison. llama-cpp-python compiles llama.cpp (about 7 minutes on 2 cores)
+# with the instruction sets this CPU reports (benchmarks/llama_cpp_flags.py: machines of this kind come
+# with and without AVX-512). onnxruntime-genai's builder needs transformers 5, so it gets its own
+# environment (.venv-genai).
 bench-peers: setup
 	$(PY) -m pip install -q onnxruntime-genai==0.18.0
-	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q llama-cpp-python==0.3.36
+	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$$($(PY) -m benchmarks.llama_cpp_flags)" $(PY) -m pip install -q llama-cpp-python==0.3.36
 	test -x .venv-genai/bin/python || $(PYTHON) -m venv .venv-genai
 	.venv-genai/bin/python -m pip install -q "$(TORCH)" onnxruntime-genai==0.18.0 "transformers>=5.2,<6" onnx onnx-ir numpy
