@@ -138,11 +138,46 @@ def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list
     if "genai" in peers:
         rows += _genai_rows(first, hf, threads)
     if "llamacpp" in peers:
-        gguf = gguf_file(first)
-        label = _gguf_label(gguf) if gguf else "-"
-        rows.append(Target("llamacpp", label, str(gguf) if gguf else None,
-                           None if gguf else "the source is not a GGUF file, so llama.cpp has nothing to load"))
+        rows += _llamacpp_rows(first)
     return rows
+
+
+# llama.cpp rows: the file's own type as it is, then at its best on this CPU: flash attention on, and
+# the types it repacks into its fastest CPU layouts (Q4_0, IQ4_NL), and Q8_0, re-quantized from the file
+LLAMA_VARIANTS = ((None, False), (None, True), ("Q4_0", True), ("IQ4_NL", True), ("Q8_0", True))
+
+
+def _llamacpp_rows(manifest: Manifest) -> list[Target]:
+    gguf = gguf_file(manifest)
+    if gguf is None:
+        return [Target("llamacpp", "-", None, "the source is not a GGUF file, so llama.cpp has nothing to load")]
+    rows = []
+    for kind, flash in LLAMA_VARIANTS:
+        label = (kind or _gguf_label(gguf)) + (" +fa" if flash else "")
+        try:
+            path = gguf if kind is None else requantized_gguf(manifest, gguf, kind)
+            rows.append(Target("llamacpp", label, str(path)))
+        except Exception as exc:  # llama-cpp-python missing, or the type not offered: a row with its reason
+            rows.append(Target("llamacpp", label, None, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def requantized_gguf(manifest: Manifest, gguf: Path, kind: str) -> Path:
+    """`gguf` re-quantized to `kind` by llama.cpp itself (allow_requantize), once, in the bench cache."""
+    import llama_cpp
+
+    out = bench_dir(manifest) / f"llamacpp-{kind}.gguf"
+    if not out.is_file():
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}")
+        params.allow_requantize = True
+        params.nthread = default_threads()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_suffix(".partial")
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), params) != 0:
+            raise RuntimeError(f"llama.cpp could not re-quantize {gguf.name} to {kind}")
+        partial.rename(out)
+    return out
 
 
 def _genai_rows(manifest: Manifest, hf: Path, threads: int) -> list[Target]:

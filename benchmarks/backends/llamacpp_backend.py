@@ -1,4 +1,8 @@
-"""llama.cpp through llama-cpp-python, on the very .gguf file the model came from."""
+"""llama.cpp through llama-cpp-python, on the .gguf the model came from or one re-quantized from it.
+
+The row's precision label names the GGUF type and, with a "+fa" suffix, flash attention on
+(see prepare.py's llama.cpp variants): llama.cpp at its best is a setting, not a default.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ class LlamaCppBackend(Backend):
             raise BackendUnavailable(
                 "llama-cpp-python not installed (it compiles llama.cpp, minutes): see benchmarks/README.md"
             ) from exc
+        self.flash_attn = self.precision.endswith("+fa")
         self.model = Llama(model_path=self.path, n_threads=self.threads, n_threads_batch=self.threads,
-                           n_ctx=CONTEXT, n_batch=512, verbose=False)
+                           n_ctx=CONTEXT, n_batch=512, flash_attn=self.flash_attn, verbose=False)
 
     def timed_generate(self, ids: list[int], n: int) -> list[float]:
         self.model.reset()  # no KV prefix reuse between runs: every run processes its whole prompt
@@ -30,6 +35,16 @@ class LlamaCppBackend(Backend):
             if len(stamps) == n:
                 break
         return stamps
+
+    def all_logits(self, ids: list[int]):
+        """Every position's logits, from a second instance that keeps them (the timed one does not)."""
+        import numpy as np
+        from llama_cpp import Llama
+
+        model = Llama(model_path=self.path, n_threads=self.threads, n_threads_batch=self.threads, n_ctx=CONTEXT,
+                      n_batch=512, flash_attn=self.flash_attn, logits_all=True, verbose=False)
+        model.eval(ids)
+        return np.array(model.scores[: len(ids)], dtype=np.float32)[None]
 
 
 BACKEND = LlamaCppBackend
