@@ -29,5 +29,19 @@ class GenaiBackend(Backend):
             stamps.append(time.perf_counter())
         return stamps
 
+    def all_logits(self, ids: list[int]):
+        """Every position's logits, feeding one token at a time (its generator returns the last position's only)."""
+        import numpy as np
+
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + 1)
+        generator = self.og.Generator(self.model, params)
+        rows = []
+        for token in ids:
+            generator.append_tokens([token])
+            logits = np.asarray(generator.get_logits(), dtype=np.float32)
+            rows.append(logits.reshape(-1, logits.shape[-1])[-1])
+        return np.stack(rows)[None]
+
 
 BACKEND = GenaiBackend
