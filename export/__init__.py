@@ -25,11 +25,12 @@ from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
 from .sources import resolve_source
-from .validate import validate
+from .validate import validate, validation_wanted
 
 __all__ = ["export_model"]
 
 
+@quiet_libraries()  # third-party loggers and warnings quietened for this call only
 def export_model(
     source: str,
     output: str | Path,
@@ -40,7 +41,7 @@ def export_model(
     symmetric: bool | None = None,
     int8_method: str = "dynamic",
     graph: str = "auto",
-    check: bool = True,
+    check: bool | None = None,
     force: bool = False,
     quiet: bool = False,
 ) -> Manifest:
@@ -56,7 +57,7 @@ def export_model(
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         int8_method: "dynamic" (quantize_dynamic, per channel) or "weight-only" (8-bit MatMulNBits).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
-        check: validate against PyTorch and record the numbers in the manifest.
+        check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
         quiet: no progress lines.
     Returns:
@@ -67,7 +68,7 @@ def export_model(
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     started = time.perf_counter()
-    quiet_libraries()
+    check = validation_wanted(check)
     progress = Progress(5 if check else 4, quiet=quiet)
     with staged_folder(Path(output), force=force) as out, tempfile.TemporaryDirectory(prefix="edgelm-export-") as tmp:
         work = Path(tmp)
