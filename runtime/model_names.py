@@ -37,5 +37,7 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(name, list(ALIASES), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]}?" if close else ""
     local = name.endswith(".gguf") or name.startswith((".", "/", "~")) or "/" in name or "\\" in name
-    what = f"{name} does not exist" if local else f"unknown alias or folder {name!r}{hint}"
-    raise EdgelmError(f"{what}; known aliases: {aliases}. Give {ACCEPTED.format(aliases=aliases)}")
+    if local:
+        raise EdgelmError(f"{name} does not exist: give {ACCEPTED.format(aliases=aliases)}")
+    raise EdgelmError(f"unknown alias or folder {name!r}{hint}; known aliases: {aliases}. "
+                      f"Give {ACCEPTED.format(aliases=aliases)}")
