@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.edgelm-installed
 PROMPT ?= Machine learning is
 
-.PHONY: setup demo test test-fast bench bench-peers clean
+.PHONY: setup demo test test-fast test-install bench bench-peers clean
 
 setup: $(STAMP)
 
@@ -28,9 +28,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Everything but the real-model test (a minute faster).
+# Everything but the real-model tests and the install check (a few minutes faster).
 test-fast: setup
-	$(PY) -m pytest -q -m "not real_model"
+	$(PY) -m pytest -q -m "not real_model and not install"
+
+# Only the install check: the wheel in a fresh venv with that Python's own pip, the runtime run from it.
+test-install: setup
+	bash tests/install/check_wheel.sh $(PY)
 
 # The full side-by-side comparison on the default model, written to benchmarks/results/.
 bench: bench-peers

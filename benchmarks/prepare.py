@@ -45,10 +45,10 @@ def hf_folder(manifest: Manifest) -> Path:
     from edgelm.export.progress import quiet_libraries
     from edgelm.export.sources import resolve_source
 
-    quiet_libraries()
     print(f"bench: dequantizing {source['id']} for the peers (once) ...", file=sys.stderr, flush=True)
     work.mkdir(parents=True, exist_ok=True)
-    return resolve_source(source["id"], work).hf_folder
+    with quiet_libraries():
+        return resolve_source(source["id"], work).hf_folder
 
 
 def gguf_file(manifest: Manifest) -> Path | None:

@@ -27,11 +27,12 @@ from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
 from .sources import is_gguf_source, resolve_source
-from .validate import validate
+from .validate import validate, validation_wanted
 
 __all__ = ["export_model"]
 
 
+@quiet_libraries()  # third-party loggers and warnings quietened for this call only
 def export_model(
     source: str,
     output: str | Path,
@@ -42,7 +43,7 @@ def export_model(
     symmetric: bool | None = None,
     int8_method: str = "dynamic",
     graph: str = "auto",
-    check: bool = True,
+    check: bool | None = None,
     force: bool = False,
     quiet: bool = False,
 ) -> Manifest:
@@ -59,7 +60,7 @@ def export_model(
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         int8_method: "dynamic" (quantize_dynamic, per channel) or "weight-only" (8-bit MatMulNBits).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
-        check: validate against PyTorch and record the numbers in the manifest.
+        check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
         quiet: no progress lines.
     Returns:
@@ -76,6 +77,7 @@ def export_model(
             "give a .gguf file or an alias, or choose fp32, int8 or int4"
         )
     started = time.perf_counter()
+    check = validation_wanted(check)
     progress = Progress(5 if check else 4, quiet=quiet)
     with quiet_libraries(), staged_folder(Path(output), force=force, source=source) as out, work_folder() as tmp:
         work = Path(tmp)

@@ -1,73 +1,90 @@
-"""Progress lines for the long export steps, on stderr so stdout stays clean."""
+"""Progress lines for the long export steps, and third-party noise kept out of the way while exporting.
+
+edgelm is a library first: it never configures the root logger, adds no handlers, and leaves
+the global warnings filters as it found them. Progress lines go to the `edgelm.export` logger
+(the `edgelm` command shows them on stderr; an application shows them by logging at INFO).
+transformers, optimum and the ONNX quantizer log advice meant for their own developers; their
+own named loggers are set to ERROR, and their deprecation warnings ignored, only for the
+duration of `quiet_libraries()`. A library that configures the root logger while we export
+(onnxruntime's int4 quantizer calls `logging.basicConfig(level=INFO)` when it is first imported)
+is undone on the way out, so the application's own `basicConfig` still works afterwards.
+"""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
+import warnings
 from contextlib import contextmanager
 
+logger = logging.getLogger("edgelm.export")
 
-def quiet_libraries() -> "_Quiet":
-    """transformers, optimum and the ONNX quantizer log advice meant for their own developers; keep errors only.
+# The third-party loggers that talk during an export (each library's own top-level or module logger).
+NOISY_LOGGERS = (
+    "transformers",
+    "optimum",
+    "onnxruntime.quantization",
+    "onnxruntime.quantization.matmul_nbits_quantizer",
+    "onnx_ir",
+    "onnxscript",
+    "torch.onnx",
+    "accelerate",
+)
 
-    Applies at once; used as `with quiet_libraries():` it puts every logger level and warning
-    filter back on exit, so the caller's own logging (and edgelm's warnings) work afterwards.
+
+@contextmanager
+def quiet_libraries():
+    """Within the block: third-party loggers at ERROR and their Future/DeprecationWarnings ignored.
+
+    Everything is restored on the way out (also on an error): the loggers' own levels, the
+    warnings filters, and the root logger's handlers and level if a library changed them.
+    Usable as a decorator too.
+
+    Example:
+        with quiet_libraries():
+            main_export(...)
     """
-    return _Quiet()
-
-
-class _Quiet:
-    NAMES = ("transformers", "optimum", "onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer",
-             "root")
-
-    def __init__(self):
-        import logging
-        import warnings
-
-        self.levels = {name: logging.getLogger(name).level for name in self.NAMES}
-        self.filters = list(warnings.filters)
-        self.hf_verbosity = None
-        for name in self.NAMES:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    with warnings.catch_warnings():  # also drops the filters torch, sympy and urllib3 add when first imported
+        _configure_transformers_logging()
+        loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+        saved = [(one, one.level) for one in loggers]
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for one in loggers:
+            one.setLevel(logging.ERROR)
         try:
-            from transformers.utils import logging as hf_logging
+            yield
+        finally:
+            for one, level in saved:
+                one.setLevel(level)
+            if root.handlers != root_handlers or root.level != root_level:  # a library's basicConfig
+                root.handlers[:] = root_handlers
+                root.setLevel(root_level)
 
-            self.hf_verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-        except ImportError:
-            pass
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-    def __enter__(self) -> "_Quiet":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import logging
-        import warnings
-
-        for name, level in self.levels.items():
-            logging.getLogger(name).setLevel(level)
-        warnings.filters[:] = self.filters
-        if self.hf_verbosity is not None:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity(self.hf_verbosity)
+def _configure_transformers_logging() -> None:
+    """transformers sets its logger's level the first time it logs; make that happen before we set ours."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.get_logger("transformers")
 
 
 class Progress:
-    """Prints `[2/5] exporting ONNX graph ... done in 20.7 s`. Pass `quiet=True` to silence it."""
+    """Logs `[2/5] exporting ONNX graph ... done in 20.7 s` to `edgelm.export`. `quiet=True` silences it."""
 
-    def __init__(self, total_steps: int, quiet: bool = False, stream=None):
+    def __init__(self, total_steps: int, quiet: bool = False):
         self.total = total_steps
         self.current = 0
         self.quiet = quiet
-        self.stream = stream or sys.stderr
         self.durations: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=self.stream, flush=True)
+            logger.info(text)
 
     @contextmanager
     def step(self, name: str):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgelm.aliases import ALIASES
 from edgelm.errors import EdgelmError
+from edgelm.model_names import check_model_name
 
 
 @dataclass
@@ -45,8 +46,7 @@ def resolve_source(source: str, workdir: Path) -> Source:
         return Source("folder", str(path), path, folder_sha256(path))
     if path.exists():
         raise EdgelmError(f"{path} is neither a model folder nor a .gguf file")
-    if source.count("/") > 1 or source.startswith((".", "/", "~")):
-        raise EdgelmError(f"{source} does not exist (not a local folder, .gguf file, hub id, or alias)")
+    check_model_name(source)  # a typo or a missing path fails here, before any hub lookup
     folder = download_from_hub(source)
     return Source("hub", source, folder, folder_sha256(folder))
 

@@ -5,15 +5,30 @@ Numbers measured here go into the manifest's `validation` block and are printed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
+from edgelm.errors import EdgelmError
 from edgelm.manifest import Manifest
 from edgelm.quality import kl_divergence, perplexity, reference_text, top1_agreement
 from edgelm.session import GraphRunner
 
 PROMPTS = ("Machine learning is", "The capital of France is", "def fibonacci(n):")
+SWITCH = "EDGELM_VALIDATE"  # 0 skips export-time validation where the caller did not choose
+
+
+def validation_wanted(check: bool | None) -> bool:
+    """`check` itself, or when None, $EDGELM_VALIDATE: on unless it is 0 (or false, no, off)."""
+    if check is not None:
+        return bool(check)
+    value = os.environ.get(SWITCH, "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise EdgelmError(f"${SWITCH}={value!r} is not understood: set it to 1 (validate exports) or 0 (skip)")
 
 
 def validate(folder: Path, manifest: Manifest, hf_folder: Path, greedy_tokens: int = 32, ppl_tokens: int = 512) -> dict:

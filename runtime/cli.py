@@ -1,13 +1,35 @@
-"""The `edgelm` command: export, generate, chat, bench."""
+"""The `edgelm` command: export, generate, chat, models, info, bench.
+
+The only place in edgelm that configures logging output: it shows the `edgelm` loggers'
+progress lines on stderr. The library itself only logs to its named loggers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 
+from . import __version__
+from .aliases import ALIASES, cache_root
 from .errors import EdgelmError
+from .manifest import PRECISIONS
+
+ALIAS_LINES = "\n".join(f"  {a.name:<14} {a.description}; needs: {a.install}" for a in ALIASES.values())
+EXAMPLES = f"""examples:
+  edgelm export smollm2-135m -o smollm2-int4            export once (int4; needs the exporter)
+  edgelm generate smollm2-int4 "Machine learning is" -n 64
+  edgelm chat smollm2-int4                              interactive; /help lists the commands
+  edgelm models                                         exports cached by pipeline() and aliases
+  edgelm info smollm2-int4                              what a model folder holds
+
+aliases (usable wherever a model is named; exported once into the cache):
+{ALIAS_LINES}
+
+cache: $EDGELM_CACHE, else ~/.cache/edgelm
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
+    _show_progress()
     try:
         return args.run(args) or 0
     except BrokenPipeError:  # the reader went away (`edgelm generate ... | head`): end quietly
@@ -50,15 +73,38 @@ def _silence_stdout() -> None:
         pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgelm", description="Fast local LLM inference on ONNX Runtime.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _show_progress() -> None:
+    """Sends the `edgelm` loggers' INFO lines (export progress) to stderr, once per process."""
+    logger = logging.getLogger("edgelm")
+    if not any(getattr(h, "edgelm_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.edgelm_cli = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
-    export = commands.add_parser("export", help="export a model to an ONNX model folder")
-    export.add_argument("source", help="Hugging Face folder or hub id, .gguf file, or alias (smollm2-135m, gemma3-270m)")
-    export.add_argument("-o", "--output", required=True, help="folder to write")
-    export.add_argument("--precision", choices=["fp32", "int8", "int4", "gguf"], default="int4",
-                        help="int4 (default), int8, fp32, or gguf: a .gguf source's own quantized blocks, unchanged")
+
+def _command(commands, name: str, helptext: str, examples: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=helptext, description=helptext, epilog=f"examples:\n{examples}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgelm", description="Fast local LLM inference on ONNX Runtime.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgelm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = _command(commands, "export", "export a model to an ONNX model folder",
+                      "  edgelm export smollm2-135m -o smollm2-int4\n"
+                      "  edgelm export ./my-hf-folder -o my-int8 --precision int8 --no-validate\n"
+                      "  edgelm export model.Q4_1.gguf -o model-fp32 --precision fp32")
+    export.add_argument("source", help=f"Hugging Face folder or hub id (owner/name), .gguf file, or alias "
+                                       f"({', '.join(ALIASES)})")
+    export.add_argument("-o", "--output", required=True, help="folder to write (appears only when complete)")
+    export.add_argument("--precision", choices=PRECISIONS, default="int4",
+                        help="weight precision (default int4); gguf: a .gguf source's own quantized blocks, unchanged")
     export.add_argument("--block-size", type=int, default=32, help="int4 quantization block size (default 32)")
     export.add_argument("--accuracy-level", type=int, default=4, help="int4 CPU compute type: 4 = int8 (default)")
     export.add_argument("--lm-head-bits", type=int, choices=[4, 8], default=4,
@@ -70,22 +116,41 @@ def build_parser() -> argparse.ArgumentParser:
                              "weight-only (8-bit blocks; nearly lossless)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
-    export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    export.add_argument("--no-validate", action="store_true",
+                        help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     export.set_defaults(run=run_export)
 
-    for name, helptext in (("generate", "continue a prompt"), ("chat", "chat with a model (its chat template)")):
-        sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("model", help="model folder made by `edgelm export`, or an alias")
-        if name == "generate":
-            sub.add_argument("prompt", help="text to continue")
-        else:
-            sub.add_argument("message", nargs="?", help="one message; omit for an interactive chat")
-            sub.add_argument("--system", help="system prompt")
-        _add_generation_args(sub)
-        sub.set_defaults(run=run_generate if name == "generate" else run_chat)
+    generate = _command(commands, "generate", "continue a prompt, streaming the text",
+                        '  edgelm generate smollm2-int4 "Machine learning is" -n 64\n'
+                        '  edgelm generate smollm2-135m "Once upon a time" --temperature 0.8 --top-p 0.95 --seed 1')
+    generate.add_argument("model", help="model folder made by `edgelm export`, or an alias")
+    generate.add_argument("prompt", help="text to continue")
+    _add_generation_args(generate)
+    generate.set_defaults(run=run_generate)
 
-    bench = commands.add_parser("bench", help="measure prompt processing and generation speed")
+    chat = _command(commands, "chat", "chat with a model (its chat template)",
+                    "  edgelm chat smollm2-int4                  interactive: /help, /reset, /exit\n"
+                    '  edgelm chat smollm2-int4 "Hello" --system "Answer briefly."')
+    chat.add_argument("model", help="model folder made by `edgelm export`, or an alias")
+    chat.add_argument("message", nargs="?", help="one message to answer; omit for an interactive chat")
+    chat.add_argument("--system", help="system prompt")
+    _add_generation_args(chat)
+    chat.set_defaults(run=run_chat)
+
+    models = _command(commands, "models", f"list the exported models in the cache ({cache_root()})",
+                      "  edgelm models\n  edgelm models --remove smollm2-135m-int8")
+    models.add_argument("--remove", metavar="NAME", help="delete the cached model folder NAME")
+    models.set_defaults(run=run_models)
+
+    info = _command(commands, "info", "describe a model folder (its manifest, in words)",
+                    "  edgelm info smollm2-int4\n  edgelm info smollm2-135m-int4      (a name from `edgelm models`)")
+    info.add_argument("folder", help="model folder, or the name of a cached model")
+    info.set_defaults(run=run_info)
+
+    bench = _command(commands, "bench", "measure prompt processing and generation speed",
+                     "  edgelm bench smollm2-int4 --pp 512 --tg 128 --reps 5\n"
+                     "  edgelm bench smollm2-int4 --backends edgelm,transformers --json out.json --plot out.png")
     bench.add_argument("model", help="model folder made by `edgelm export`")
     bench.add_argument("--backends", default="edgelm", help="comma list: edgelm,transformers,optimum,genai,llamacpp")
     bench.add_argument("--pp", type=int, default=512, help="prompt tokens for the pp test (default 512)")
@@ -93,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=int, default=5, help="repetitions after a warm-up (default 5)")
     bench.add_argument("--rounds", type=int, default=1,
                        help="measure the rows in this many rotated rounds, interleaved (reps split between them)")
-    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     bench.add_argument("--json", help="write every sample to this JSON file")
     bench.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     bench.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
@@ -105,17 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generation_args(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-n", "--max-new-tokens", type=int, default=128)
+    sub.add_argument("-n", "--max-new-tokens", type=int, default=128, help="most tokens to generate (default 128)")
     sub.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's own)")
-    sub.add_argument("--top-k", type=int, default=None)
-    sub.add_argument("--top-p", type=float, default=None)
-    sub.add_argument("--min-p", type=float, default=None)
-    sub.add_argument("--repetition-penalty", type=float, default=None)
+    sub.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
+    sub.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this probability")
+    sub.add_argument("--min-p", type=float, default=None, help="drop tokens below this fraction of the top probability")
+    sub.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeated tokens")
     sub.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    sub.add_argument("--seed", type=int, default=None)
-    sub.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    sub.add_argument("--seed", type=int, default=None, help="random seed, for repeatable sampling")
+    sub.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     sub.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
-    sub.add_argument("--no-timings", action="store_true", help="do not print the timings line")
+    sub.add_argument("--no-timings", action="store_true", help="do not print the timings line on stderr")
 
 
 def _settings(args) -> dict:
@@ -134,7 +199,7 @@ def run_export(args) -> int:
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
-        check=not args.no_validate, force=args.force,
+        check=False if args.no_validate else None, force=args.force,
     )
     return 0
 
@@ -153,6 +218,7 @@ def _check_generation_args(args, prompt: str | None) -> None:
 
 def run_generate(args) -> int:
     from . import load
+    from .cli_chat import end_line
 
     _check_generation_args(args, args.prompt)
     model = load(args.model, device=args.device, threads=args.threads)
@@ -163,43 +229,47 @@ def run_generate(args) -> int:
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    end_line()
     if not args.no_timings:
-        print(f"[{model.last_timings.summary()}]", file=sys.stderr)
+        print(f"[{model.last_timings.summary()}]", file=sys.stderr, flush=True)
     return 0
 
 
 def run_chat(args) -> int:
     from . import load
+    from .cli_chat import chat_loop
 
     _check_generation_args(args, args.message)
     model = load(args.model, device=args.device, threads=args.threads)
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    pending = [args.message] if args.message else None
-    while True:
-        if pending is not None:
-            if not pending:
-                return 0
-            text = pending.pop()
-        else:
-            try:
-                text = input("> ")
-            except EOFError:
-                print()
-                return 0
-            if text.strip() in ("/exit", "/quit"):
-                return 0
-        messages.append({"role": "user", "content": text})
-        reply = []
-        for piece in model.chat_stream(messages, **_settings(args)):
-            reply.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        messages.append({"role": "assistant", "content": "".join(reply)})
-        if not args.no_timings:
-            print(f"[{model.last_timings.summary()}]", file=sys.stderr)
+    return chat_loop(model, args.system, args.message, _settings(args), timings=not args.no_timings)
+
+
+def run_models(args) -> int:
+    from .cache import cached_models, remove_cached, table
+
+    if args.remove:
+        print(f"removed {remove_cached(args.remove)}")
+        return 0
+    models = cached_models()
+    if not models:
+        print(f"no exported models in {cache_root()}", file=sys.stderr)
+        return 0
+    print(table(models))
+    return 0
+
+
+def run_info(args) -> int:
+    from pathlib import Path
+
+    from .model_info import describe
+
+    folder = Path(args.folder).expanduser()
+    if not folder.is_dir() and "/" not in args.folder and (cache_root() / args.folder).is_dir():
+        folder = cache_root() / args.folder
+    if not folder.is_dir():
+        raise EdgelmError(f"{args.folder} is neither a model folder nor a cached model; `edgelm models` lists those")
+    print(describe(folder))
+    return 0
 
 
 def run_bench(args) -> int:

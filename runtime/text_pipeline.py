@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 from .aliases import ALIASES, cached_export_folder
@@ -13,17 +12,26 @@ from .config import GenerationConfig
 from .errors import EdgelmError
 from .manifest import MANIFEST_NAME, PRECISIONS
 from .model import Model
+from .model_names import check_model_name
+
+logger = logging.getLogger(__name__)
 
 TRANSFORMERS_SAMPLING = GenerationConfig(temperature=1.0, top_k=50)  # what transformers samples with by default
-logger = logging.getLogger("edgelm.pipeline")
 
 
-def resolve_model(model: str | Path, precision: str = "int4") -> Path:
+def resolve_model(model: str | Path, precision: str = "int4", validate: bool | None = None) -> Path:
     """An edgelm model folder for `model`: the folder itself, or an export cached once.
 
     `model` is an edgelm folder, an alias (`smollm2-135m`), a Hugging Face folder or hub id,
-    or a `.gguf` file. Anything but an edgelm folder is exported on first use (needs
-    `pip install 'edgelm[export]'`) and reused afterwards.
+    or a `.gguf` file. Anything but an edgelm folder is exported on first use (needs the
+    exporter: the `export` extra) and reused afterwards.
+
+    Args:
+        model: what to load.
+        precision: for an export made here: 'int4', 'int8', 'fp32' or 'gguf' (a .gguf source only).
+        validate: compare an export made here with PyTorch; None follows $EDGELM_VALIDATE (default on).
+    Raises:
+        EdgelmError: for a name that is no folder, file, alias or hub id, or when exporting fails.
     """
     if not isinstance(model, (str, os.PathLike)) or not str(model):
         raise EdgelmError(f"model={model!r} is invalid: give a model folder, an alias ({', '.join(ALIASES)}), "
@@ -34,13 +42,7 @@ def resolve_model(model: str | Path, precision: str = "int4") -> Path:
     if path.exists() and not path.is_dir() and path.suffix != ".gguf":
         raise EdgelmError(f"{path} is a file but not a .gguf file: give an edgelm model folder, a Hugging Face "
                           "folder or a .gguf file")
-    text = str(model)
-    looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or text.endswith(".gguf")
-    if looks_local and not path.exists():
-        raise EdgelmError(
-            f"{model} does not exist: give an edgelm model folder, an alias ({', '.join(ALIASES)}), "
-            "a Hugging Face folder or hub id, or a .gguf file"
-        )
+    check_model_name(str(model))
     if path.is_dir() and not (path / "config.json").is_file():
         raise EdgelmError(f"{path} is not an edgelm model folder (no {MANIFEST_NAME}); create one with: edgelm export SOURCE -o {path}")
     if precision not in PRECISIONS:
@@ -49,8 +51,9 @@ def resolve_model(model: str | Path, precision: str = "int4") -> Path:
     if (folder / MANIFEST_NAME).is_file():
         return folder
     export_model = export_or_explain(f"{model!r} is not an exported edgelm folder, and exporting it")
-    print(f"edgelm: exporting {model} to {precision} into {folder} (once; later calls reuse it)", file=sys.stderr)
-    export_model(str(model), folder, precision=precision)
+    # WARNING, not INFO: the first call takes a minute and writes to disk; say so even where logging is not set up
+    logger.warning("edgelm: exporting %s to %s into %s (once; later calls reuse it)", model, precision, folder)
+    export_model(str(model), folder, precision=precision, check=validate)
     return folder
 
 
@@ -59,7 +62,11 @@ def export_or_explain(what: str = "exporting"):
     try:
         from edgelm.export import export_model
     except ImportError as exc:
-        raise EdgelmError(f"{what} needs the exporter: pip install 'edgelm[export]' (missing: {exc.name})") from exc
+        raise EdgelmError(
+            f"{what} needs the exporter, which this install lacks (missing: {exc.name}). Install edgelm with its "
+            "export extra from the project's checkout: pip install torch==2.13.0 (the CPU build; first), then "
+            "pip install '.[export]' in the checkout (or `make setup` there)"
+        ) from exc
     return export_model
 
 
@@ -171,6 +178,7 @@ def pipeline(
     precision: str = "int4",
     device: str = "cpu",
     threads: int | None = None,
+    validate: bool | None = None,
 ) -> TextGenerationPipeline:
     """A transformers-style text generator running on the edgelm runtime.
 
@@ -182,6 +190,10 @@ def pipeline(
             own quantized blocks, unchanged: the source's quality, slower decode; see the README).
         device: 'cpu' or 'cuda'.
         threads: CPU threads (default: one per available core).
+        validate: for exports made here, compare with PyTorch and record the numbers (slower);
+            None (the default) follows $EDGELM_VALIDATE: validate unless it is 0.
+    Raises:
+        EdgelmError: for an unknown task or model name, or when exporting fails.
     Example:
         generator = edgelm.pipeline('text-generation', model='smollm2-135m')
         generator('Machine learning is', max_length=30)
@@ -192,4 +204,4 @@ def pipeline(
         from .aliases import DEFAULT_MODEL
 
         model = DEFAULT_MODEL
-    return TextGenerationPipeline(Model(resolve_model(model, precision), device=device, threads=threads))
+    return TextGenerationPipeline(Model(resolve_model(model, precision, validate), device=device, threads=threads))

@@ -73,3 +73,15 @@ def test_unsupported_architecture_is_named(tmp_path):
     with pytest.raises(EdgelmError, match="does not support 'bert'"):
         export_model(str(folder), tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_validation_switch(monkeypatch):
+    from edgelm.export.validate import validation_wanted
+
+    monkeypatch.delenv("EDGELM_VALIDATE", raising=False)
+    assert validation_wanted(None) is True
+    monkeypatch.setenv("EDGELM_VALIDATE", "0")
+    assert validation_wanted(None) is False and validation_wanted(True) is True
+    monkeypatch.setenv("EDGELM_VALIDATE", "maybe")
+    with pytest.raises(EdgelmError, match="EDGELM_VALIDATE='maybe'"):
+        validation_wanted(None)

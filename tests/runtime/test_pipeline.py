@@ -73,3 +73,14 @@ def test_chat_input_returns_the_conversation(generator):
     conversation = out[0]["generated_text"]
     assert conversation[0] == messages[0] and conversation[1]["role"] == "assistant"
     assert conversation[1]["content"] == generator.model.chat(messages, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_pipeline_export_without_validation(hf_folder, monkeypatch, tmp_path, how):
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    if how == "environment":
+        monkeypatch.setenv("EDGELM_VALIDATE", "0")
+    generator = edgelm.pipeline("text-generation", model=str(hf_folder("gpt2")), precision="fp32",
+                                validate=False if how == "argument" else None)
+    validation = generator.model.manifest.validation
+    assert "export_seconds" in validation and "max_abs_logit_diff" not in validation and "perplexity" not in validation

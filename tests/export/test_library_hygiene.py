@@ -1,0 +1,70 @@
+"""edgelm is a library: exporting leaves the host application's logging and warnings as they were."""
+
+import subprocess
+import sys
+
+import pytest
+
+# A host application with its own handler on the root logger at INFO. It exports a tiny model
+# through edgelm.pipeline(), then checks that its logging and warnings still behave as it set them.
+APP = r"""
+import io, logging, sys, warnings
+import numpy  # the runtime's own dependency adds its filters when first imported, in any numpy program
+import edgelm
+
+log = io.StringIO()
+configure = lambda: logging.basicConfig(level=logging.INFO, stream=log, format="%(name)s:%(levelname)s:%(message)s")
+if sys.argv[2] == "before":
+    configure()
+filters_before = list(warnings.filters)
+
+generator = edgelm.pipeline("text-generation", model=sys.argv[1], precision="int4")
+assert generator("Hi", max_new_tokens=2)[0]["generated_text"].startswith("Hi")
+if sys.argv[2] == "after":  # an app that sets logging up late must still get its own configuration
+    assert logging.getLogger().handlers == [], logging.getLogger().handlers
+    configure()
+
+logging.getLogger("app").info("still logging")
+root = logging.getLogger()
+assert root.level == logging.INFO, logging.getLevelName(root.level)
+assert len(root.handlers) == 1, root.handlers
+assert warnings.filters == filters_before, [f for f in warnings.filters if f not in filters_before]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("default")
+    warnings.warn("old api", DeprecationWarning)
+assert [str(w.message) for w in caught] == ["old api"]
+for name in ("transformers", "optimum", "onnxruntime.quantization"):  # set to ERROR only while exporting
+    assert logging.getLogger(name).level != logging.ERROR, name
+print(log.getvalue())
+"""
+
+
+@pytest.mark.parametrize("logging_setup", ["before", "after"])
+def test_export_leaves_the_apps_logging_and_warnings_alone(hf_folder, tmp_path, logging_setup):
+    env = {"EDGELM_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", APP, str(hf_folder("gpt2")), logging_setup], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "app:INFO:still logging" in result.stdout
+    if logging_setup == "before":  # edgelm's own lines reached the app's handler through its named loggers
+        assert "edgelm.export:INFO:[1/" in result.stdout
+        assert "edgelm.text_pipeline:WARNING:edgelm: exporting" in result.stdout
+    else:  # with no logging set up, only the one-time export notice shows (Python's last-resort handler)
+        assert "edgelm: exporting" in result.stderr and "[1/" not in result.stderr
+
+
+def test_quiet_libraries_restores_levels_and_filters():
+    import logging
+    import warnings
+
+    from edgelm.export.progress import quiet_libraries
+
+    optimum = logging.getLogger("optimum")
+    optimum.setLevel(logging.DEBUG)
+    before = list(warnings.filters)
+    with quiet_libraries():
+        assert optimum.level == logging.ERROR
+        assert warnings.filters != before
+    assert optimum.level == logging.DEBUG
+    assert warnings.filters == before
+    optimum.setLevel(logging.NOTSET)
