@@ -39,5 +39,5 @@ def check_export_args(args: dict) -> None:
     if "graph" in args and args["graph"] not in GRAPHS:
         raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
     for flag in ("check", "force", "quiet"):
-        if flag in args:
+        if flag in args and not (flag == "check" and args[flag] is None):  # check=None: follow $EDGELM_VALIDATE
             check_bool(flag, args[flag])
