@@ -68,9 +68,10 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
         reference_path = _reference_logits(reference, ids[: settings.get("perplexity_tokens", 0)], Path(tmp))
         for round_index in range(rounds):
             for target in rotated(runnable, round_index):
+                quality = {} if round_index == 0 else {"perplexity_tokens": 0}  # scored once: it does not drift
                 spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
                                prompt_ids=ids, tg_prompt_ids=tg_prompt, reference_logits=reference_path,
-                               **worker_settings)
+                               **(worker_settings | quality))
                 label = f"{target.backend} {target.precision}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else "")
                 print(f"bench: {label} ...", file=sys.stderr, flush=True)
                 result = _run_worker(spec, timeout_s)
