@@ -31,14 +31,15 @@ def copy_fp32(src: Path, dst: Path) -> dict:
     return {}
 
 
-def quantize_int8(src: Path, dst: Path, method: str = "dynamic") -> dict:
+def quantize_int8(src: Path, dst: Path, method: str = "weight-only") -> dict:
     """int8 weights for every MatMul with constant weights.
 
+    "weight-only" (the default): MatMulNBits with 8-bit symmetric blocks of 32 (activations
+    stay float, int8 compute per block): nearly lossless (SmolLM2 perplexity 16.7 against 16.5).
     "dynamic": onnxruntime's quantize_dynamic, per-channel int8 weights, activations quantized
-    per tensor at run time; its prompt processing runs on AMX int8 (the fastest prefill here),
-    but per-tensor activations cost quality (SmolLM2 perplexity 27.7 against 16.5 in fp32).
-    "weight-only": MatMulNBits with 8-bit symmetric blocks of 32 (activations stay float, int8
-    compute per block): nearly lossless (16.7), decode as fast, slower prompt processing.
+    per tensor at run time; its prompts run on AMX int8 where the CPU has it (the fastest
+    prefill there), but per-tensor activations cost quality (27.7 on a Xeon; 29.3 with the
+    7-bit weight range below, on an AMD EPYC).
     """
     if method == "weight-only":
         return _quantize_nbits(src, dst, bits=8, block_size=32, accuracy_level=4, symmetric=True,
@@ -52,11 +53,15 @@ def quantize_int8(src: Path, dst: Path, method: str = "dynamic") -> dict:
         src = dst.with_name("untied.onnx")
         save_graph(model, src)
     del model
-    settings = {"method": "onnxruntime.quantize_dynamic", "weight_type": "int8", "per_channel": True,
+    settings = {"method": "onnxruntime.quantize_dynamic", "weight_type": "int8 (7-bit range)", "per_channel": True,
                 "op_types": ["MatMul"], "activations": "uint8, dynamic per tensor"}
+    # reduce_range: 7-bit weights. x86 CPUs without VNNI multiply uint8 activations by int8 weights
+    # with vpmaddubsw, whose 16-bit pair sums saturate with full-range weights: on an AVX2-only EPYC
+    # the 8-bit graph scored perplexity 62 million (every answer garbage). A folder may be moved to
+    # such a machine, so every export takes the range that is correct everywhere.
     quantize_dynamic(
         str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
-        use_external_data_format=True,
+        use_external_data_format=True, reduce_range=True,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     for leftover in dst.parent.glob("untied.onnx*"):

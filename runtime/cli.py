@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
     export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
                         help="int4 block symmetry; auto tries both and keeps the lower perplexity")
-    export.add_argument("--int8-method", choices=["dynamic", "weight-only"], default="dynamic",
-                        help="int8: dynamic (per-channel weights, per-tensor activations; fastest prompts) or "
-                             "weight-only (8-bit blocks; nearly lossless)")
+    export.add_argument("--int8-method", choices=["weight-only", "dynamic"], default="weight-only",
+                        help="int8: weight-only (8-bit blocks; nearly lossless; the default) or dynamic "
+                             "(int8 activations too: fastest prompts, much lower quality)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
     export.add_argument("--no-validate", action="store_true",
