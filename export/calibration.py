@@ -7,6 +7,8 @@ weight W' on these inputs is `trace((W - W')^T H (W - W'))`.
 
 The calibration text is held out from the evaluation text: other sections of Python's
 language reference (`pydoc_data.topics`) than `edgelm.quality.TOPICS`, which perplexity uses.
+Those sections are split in two, alternately by name: calibration text and scoring text (for
+choosing between quantized candidates), so neither fits what the other measures.
 """
 
 from __future__ import annotations
@@ -25,14 +27,24 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_TOKENS = 2048  # positions summed into each H
 CHUNK = 512  # positions per graph run (each run starts from an empty cache)
+POSITIONS = "positions"  # the key under which collect_hessians records how many positions it summed
 
 
-def calibration_text(chars: int = 40000, skip: tuple[str, ...] = TOPICS) -> str:
-    """Sections of the language reference that perplexity does not use, in name order."""
+def _held_out_sections(part: int, chars: int) -> str:
     from pydoc_data.topics import topics
 
-    names = [name for name in sorted(topics) if name not in skip]
+    names = [name for name in sorted(topics) if name not in TOPICS][part::2]
     return "\n\n".join(topics[name] for name in names)[:chars]
+
+
+def calibration_text(chars: int = 40000) -> str:
+    """Half of the language reference's sections that perplexity does not use (every other one by name)."""
+    return _held_out_sections(0, chars)
+
+
+def scoring_text(chars: int = 12000) -> str:
+    """The other half: text to choose between quantized candidates on, seen by neither calibration nor evaluation."""
+    return _held_out_sections(1, chars)
 
 
 def weight_inputs(model: onnx.ModelProto) -> dict[str, str]:
@@ -51,7 +63,8 @@ def collect_hessians(graph: Path, manifest: Manifest, ids: np.ndarray, work: Pat
         ids: calibration token ids, (1, seq); run in chunks of CHUNK from an empty cache.
         work: a folder for the tapped copy of the graph.
     Returns:
-        One symmetric matrix per distinct MatMul input, summed over all positions.
+        One symmetric matrix per distinct MatMul input, summed over all positions, and under
+        POSITIONS the number of positions.
     """
     import onnxruntime as ort
 
@@ -78,6 +91,7 @@ def collect_hessians(graph: Path, manifest: Manifest, ids: np.ndarray, work: Pat
             x = value.reshape(-1, value.shape[-1]).astype(np.float64)  # (positions, K)
             sums[name] = sums.get(name, 0) + x.T @ x
     logger.info("calibration: %d MatMul inputs over %d positions", len(taps), ids.shape[1])
+    sums[POSITIONS] = ids.shape[1]
     return sums
 
 

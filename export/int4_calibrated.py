@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from edgelm.manifest import Manifest
 
-from .calibration import CALIBRATION_TOKENS, calibration_text, collect_hessians
+from .calibration import CALIBRATION_TOKENS, POSITIONS, calibration_text, collect_hessians
 from .gptq import DAMPING, gptq_int4
 from .int4_blocks import RATIOS, Int4Matrix, rtn_int4
 from .logits_slice import find_lm_head
@@ -65,7 +65,7 @@ def calibration_ids(tokenizer_path: Path, tokens: int = CALIBRATION_TOKENS) -> n
 
 def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Path, symmetric: bool = False,
                              block_size: int = 32, accuracy_level: int = 4, lm_head_bits: int = 4,
-                             tokens: int = CALIBRATION_TOKENS) -> dict:
+                             tokens: int = CALIBRATION_TOKENS, hessians: dict | None = None) -> dict:
     """Writes `dst`: the fp32 graph `src` with GPTQ 4-bit MatMulNBits weights and a 4-bit embedding.
 
     Args:
@@ -78,12 +78,14 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
         accuracy_level: MatMulNBits compute type (4: int8).
         lm_head_bits: 4, or 8 for an 8-bit round-to-nearest LM head.
         tokens: calibration positions.
+        hessians: collect_hessians' result for `src`, to reuse across calls; None: collected here.
     Returns:
         The settings for the manifest's `quantization` block.
     """
     started = time.perf_counter()
-    ids = calibration_ids(dst.parent / manifest.tokens.tokenizer_file, tokens)
-    hessians = collect_hessians(src, manifest, ids, work)
+    if hessians is None:
+        ids = calibration_ids(dst.parent / manifest.tokens.tokenizer_file, tokens)
+        hessians = collect_hessians(src, manifest, ids, work)
     model = onnx.load(str(src))
     materialize_transposed_weights(model)
     head = find_lm_head(model).name if lm_head_bits != 4 else None
@@ -120,7 +122,8 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
     logger.info("calibrated int4: %d MatMuls in %.0f s", report["matmuls"], time.perf_counter() - started)
     return {
         "method": "calibrated (GPTQ, numpy)", "bits": 4, "block_size": block_size, "symmetric": symmetric,
-        "accuracy_level": accuracy_level, "lm_head_bits": lm_head_bits, "calibration_tokens": int(ids.shape[1]),
+        "accuracy_level": accuracy_level, "lm_head_bits": lm_head_bits, "int4_method": "calibrated",
+        "calibration_tokens": int(hessians[POSITIONS]),
         "calibration_text": "pydoc_data.topics sections other than edgelm.quality.TOPICS", "damping": DAMPING,
         "clipping_ratios": [float(r) for r in RATIOS], "gptq_matmuls": report["matmuls"],
         "float_matmuls": report["float_matmuls"], "embedding": report["embedding"],
