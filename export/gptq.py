@@ -30,12 +30,14 @@ def inverse_cholesky(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarra
     return np.linalg.cholesky(h_inv).T
 
 
-def gptq_int4(weight_t: np.ndarray, hessian: np.ndarray, symmetric: bool, block: int = 32,
+def gptq_int4(weight: np.ndarray, hessian: np.ndarray, symmetric: bool, block: int = 32,
               damping: float = DAMPING, ratios: tuple[float, ...] = RATIOS) -> Int4Matrix:
-    """Quantizes W (N outputs, K inputs) to 4-bit blocks, minimizing the output error on the inputs behind H.
+    """Quantizes W (K inputs, N outputs) to 4-bit blocks, minimizing the output error on the inputs behind H.
+
+    Works on rows of MatMul's (K, N) layout, so an input "column" of the paper is a contiguous row.
 
     Args:
-        weight_t: (N, K) float weights, one row per output.
+        weight: (K, N) float weights, one row per input (MatMul's layout).
         hessian: (K, K) X^T X of the calibration inputs.
         symmetric: zero level fixed at 8, or an integer zero per block.
         block: inputs per block (one scale per block and output).
@@ -44,37 +46,38 @@ def gptq_int4(weight_t: np.ndarray, hessian: np.ndarray, symmetric: bool, block:
     Returns:
         The levels, scales and zeros.
     """
-    n, k = weight_t.shape
-    w = np.array(weight_t, dtype=np.float32)
+    k, n = weight.shape
+    w = np.array(weight, dtype=np.float32)
     h = np.array(hessian, dtype=np.float64)
     dead = np.diag(h) <= 0  # inputs that were always zero: their weights do not matter
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
+    w[dead] = 0.0
     importance = np.diag(h).astype(np.float32)
     u = inverse_cholesky(h, damping).astype(np.float32)
-    levels = np.empty((n, k), np.uint8)
-    scales = np.empty((n, k // block), np.float32)
-    zeros = np.empty((n, k // block), np.uint8)
+    levels = np.empty((k, n), np.uint8)
+    scales = np.empty((k // block, n), np.float32)
+    zeros = np.empty((k // block, n), np.uint8)
     for b in range(k // block):
         start, end = b * block, (b + 1) * block
-        group = w[:, start:end]  # updated in place below, column by column
+        group = w[start:end]  # (block, N), updated in place below, input by input
         u_group = u[start:end, start:end]
-        scale, zero = quantize_group(group, importance[start:end], symmetric, ratios)
-        errors = np.empty((n, block), np.float32)
+        scale, zero = quantize_group(group, importance[start:end], symmetric, ratios)  # (1, N) each
+        errors = np.empty((block, n), np.float32)
         for i in range(block):
-            column = group[:, i : i + 1]  # (N, 1)
-            q = quantize_rows(column, scale, zero)
-            levels[:, start + i] = q[:, 0]
-            err = (column - scale * (q - zero)) / u_group[i, i]  # (N, 1)
-            group[:, i:] -= err * u_group[i : i + 1, i:]
-            errors[:, i] = err[:, 0]
+            row = group[i : i + 1]  # (1, N)
+            q = quantize_rows(row, scale, zero)
+            levels[start + i] = q[0]
+            err = (row - scale * (q - zero)) / u_group[i, i]  # (1, N)
+            group[i:] -= u_group[i, i:, None] * err
+            errors[i] = err[0]
         if end < k:
-            w[:, end:] -= errors @ u[start:end, end:]
-        scales[:, b], zeros[:, b] = scale[:, 0], zero[:, 0]
-    return Int4Matrix(levels, scales, None if symmetric else zeros, block)
+            w[end:] -= u[start:end, end:].T @ errors
+        scales[b], zeros[b] = scale[0], zero[0]
+    return Int4Matrix(np.ascontiguousarray(levels.T), np.ascontiguousarray(scales.T),
+                      None if symmetric else np.ascontiguousarray(zeros.T), block)
 
 
-def output_error(weight_t: np.ndarray, quantized: Int4Matrix, hessian: np.ndarray) -> float:
-    """trace(D H D^T) with D = W - W': the summed squared output error on the inputs behind H."""
-    diff = (np.asarray(weight_t, np.float64) - quantized.dequantize())
-    return float(np.einsum("nk,kl,nl->", diff, hessian, diff))
+def output_error(weight: np.ndarray, quantized: Int4Matrix, hessian: np.ndarray) -> float:
+    """trace(D^T H D) with D = W - W' (K, N): the summed squared output error on the inputs behind H."""
+    diff = np.asarray(weight, np.float64) - quantized.dequantize().T
+    return float(np.einsum("kn,kl,ln->", diff, hessian, diff))

@@ -9,6 +9,8 @@ off-centre; zero stays representable, as MatMulNBits requires.
 
 `quantize_group` chooses a group's scales (and zeros) by trying clipping ratios and keeping, per
 output, the one with the least error weighted by the inputs' second moments (diag of X^T X).
+The functions here take weights as MatMul stores them, (K inputs, N outputs), so that a block of
+inputs is a contiguous slab of rows.
 """
 
 from __future__ import annotations
@@ -52,20 +54,20 @@ class Int4Matrix:
 
 
 def _levels(w: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
-    """Nearest levels of w (..., g) for per-row scale and zero (..., 1)."""
+    """Nearest levels of w (g, N) for per-output scale and zero (1, N)."""
     return np.clip(np.rint(w / scale) + zero, 0, LEVELS - 1)
 
 
 def group_candidates(w: np.ndarray, symmetric: bool, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, zero), each (rows, 1), for the group w (rows, g) clipped to `ratio` of its range."""
+    """(scale, zero), each (1, N), for the group w (g, N) clipped to `ratio` of its range."""
     if symmetric:
-        top, bottom = w.max(1, keepdims=True), w.min(1, keepdims=True)
+        top, bottom = w.max(0, keepdims=True), w.min(0, keepdims=True)
         signed_max = np.where(np.abs(top) > np.abs(bottom), top, bottom)
         scale = signed_max / -8.0 * ratio
         zero = np.full_like(scale, 8.0)
     else:
-        low = np.minimum(w.min(1, keepdims=True), 0) * ratio
-        high = np.maximum(w.max(1, keepdims=True), 0) * ratio
+        low = np.minimum(w.min(0, keepdims=True), 0) * ratio
+        high = np.maximum(w.max(0, keepdims=True), 0) * ratio
         scale = (high - low) / (LEVELS - 1)
         zero = np.clip(np.rint(-low / np.where(scale == 0, 1, scale)), 0, LEVELS - 1)
     return np.where(scale == 0, 1.0, scale).astype(np.float32), zero.astype(np.float32)
@@ -73,21 +75,21 @@ def group_candidates(w: np.ndarray, symmetric: bool, ratio: float) -> tuple[np.n
 
 def quantize_group(w: np.ndarray, importance: np.ndarray | None, symmetric: bool,
                    ratios: tuple[float, ...] = RATIOS) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row (scale, zero) for a group w (rows, g): the clipping ratio with the least weighted error.
+    """Per-output (scale, zero) for a group w (g, N): the clipping ratio with the least weighted error.
 
     Args:
-        w: the group's weights, one row per output.
+        w: the group's weights, one row per input, one column per output.
         importance: (g,) weight of each input's squared error (diag of X^T X); None: all equal.
-        symmetric: zero fixed at 8, or chosen per row.
+        symmetric: zero fixed at 8, or chosen per output.
         ratios: clipping ratios to try (1.0 alone is round-to-nearest of the full range).
     Returns:
-        scale and zero, each (rows, 1) float32.
+        scale and zero, each (1, N) float32.
     """
-    weight = np.ones(w.shape[1], np.float32) if importance is None else importance.astype(np.float32)
+    weight = (np.ones(w.shape[0], np.float32) if importance is None else importance.astype(np.float32))[:, None]
     best_scale, best_zero, best_err = None, None, None
     for ratio in ratios:
         scale, zero = group_candidates(w, symmetric, ratio)
-        err = (((w - scale * (_levels(w, scale, zero) - zero)) ** 2) * weight).sum(1, keepdims=True)
+        err = (((w - scale * (_levels(w, scale, zero) - zero)) ** 2) * weight).sum(0, keepdims=True)
         if best_err is None:
             best_scale, best_zero, best_err = scale, zero, err
             continue
@@ -99,29 +101,30 @@ def quantize_group(w: np.ndarray, importance: np.ndarray | None, symmetric: bool
 
 
 def quantize_rows(w: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
-    """Levels (uint8) of w (rows, g) for per-row scale and zero."""
+    """Levels (uint8) of w (g, N) for per-output scale and zero (1, N)."""
     return _levels(w, scale, zero).astype(np.uint8)
 
 
-def rtn_int4(weight_t: np.ndarray, symmetric: bool, importance: np.ndarray | None = None,
+def rtn_int4(weight: np.ndarray, symmetric: bool, importance: np.ndarray | None = None,
              block: int = 32, ratios: tuple[float, ...] = (1.0,)) -> Int4Matrix:
     """Each block rounded on its own (no error feedback): plain round-to-nearest with ratios (1.0,).
 
     Args:
-        weight_t: (N, K) weights, one row per output.
+        weight: (K, N) weights, one row per input (MatMul's layout).
         symmetric: see quantize_group.
         importance: (K,) weight of each input's squared error for the clipping search.
         block: inputs per block.
         ratios: clipping ratios to try per block.
     """
-    n, k = weight_t.shape
-    levels = np.empty((n, k), np.uint8)
-    scales = np.empty((n, k // block), np.float32)
-    zeros = np.empty((n, k // block), np.uint8)
+    k, n = weight.shape
+    levels = np.empty((k, n), np.uint8)
+    scales = np.empty((k // block, n), np.float32)
+    zeros = np.empty((k // block, n), np.uint8)
     for b in range(k // block):
-        cols = slice(b * block, (b + 1) * block)
-        w = weight_t[:, cols]
-        scale, zero = quantize_group(w, None if importance is None else importance[cols], symmetric, ratios)
-        levels[:, cols] = quantize_rows(w, scale, zero)
-        scales[:, b], zeros[:, b] = scale[:, 0], zero[:, 0]
-    return Int4Matrix(levels, scales, None if symmetric else zeros, block)
+        rows = slice(b * block, (b + 1) * block)
+        w = weight[rows]
+        scale, zero = quantize_group(w, None if importance is None else importance[rows], symmetric, ratios)
+        levels[rows] = quantize_rows(w, scale, zero)
+        scales[b], zeros[b] = scale[0], zero[0]
+    return Int4Matrix(np.ascontiguousarray(levels.T), np.ascontiguousarray(scales.T),
+                      None if symmetric else np.ascontiguousarray(zeros.T), block)

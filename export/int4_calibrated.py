@@ -100,12 +100,12 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
                 report["float_matmuls"].append(node.name or node.output[0])
             nodes.append(node)
             continue
-        if is_matmul:  # weight (K, N): GPTQ on its transpose, one row per output
-            q = gptq_int4(weight.T, hessians[node.input[0]], symmetric, block_size)
+        if is_matmul:  # weight (K, N)
+            q = gptq_int4(weight, hessians[node.input[0]], symmetric, block_size)
             new, tensors = matmul_nbits(node, q, node.input[1], accuracy_level)
             report["matmuls"] += 1
         else:  # embedding (vocab, hidden): rows are looked up, so plain error
-            q = rtn_int4(weight, True, None, block_size, RATIOS)
+            q = rtn_int4(weight.T, True, None, block_size, RATIOS)  # blocks along hidden
             new, tensors = gather_block_quantized(node, q, node.input[0])
             report["embedding"] = "GatherBlockQuantized 4-bit, symmetric, clipping search"
         nodes.append(new)

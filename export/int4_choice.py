@@ -55,8 +55,8 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
         if name == "rtn":
             return quantize_int4(src, target, symmetric=sym, **settings) | {"int4_method": "rtn"}
         if not hessians:  # collected once, shared by both symmetries
-            hessians.update(collect_hessians(src, manifest, calibration_ids(dst.parent / manifest.tokens.tokenizer_file),
-                                             work))
+            ids = calibration_ids(dst.parent / manifest.tokens.tokenizer_file)
+            hessians.update(collect_hessians(src, manifest, ids, work))
         return quantize_int4_calibrated(src, target, manifest, work, symmetric=sym, hessians=hessians, **settings)
 
     if len(candidates) == 1:

@@ -40,21 +40,21 @@ def _unpack(q: Int4Matrix) -> tuple[np.ndarray, np.ndarray | None]:
 def test_gptq_output_error_on_held_out_inputs_below_rtn(symmetric):
     rng = np.random.default_rng(0)
     k, n = 128, 48
-    weight_t = rng.standard_normal((n, k)).astype(np.float32) * 0.05
+    weight = rng.standard_normal((k, n)).astype(np.float32) * 0.05  # MatMul's (K, N)
     calibration, held_out = _activations(rng, 1024, k), _activations(rng, 1024, k)
     hessian = calibration.T.astype(np.float64) @ calibration
     held = held_out.T.astype(np.float64) @ held_out
-    rtn = output_error(weight_t, rtn_int4(weight_t, symmetric), held)
-    gptq = output_error(weight_t, gptq_int4(weight_t, hessian, symmetric), held)
+    rtn = output_error(weight, rtn_int4(weight, symmetric), held)
+    gptq = output_error(weight, gptq_int4(weight, hessian, symmetric), held)
     assert gptq < 0.8 * rtn
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_levels_scales_and_zeros_in_range(symmetric):
     rng = np.random.default_rng(1)
-    weight_t = rng.standard_normal((40, 96)).astype(np.float32)
+    weight = rng.standard_normal((96, 40)).astype(np.float32)
     x = _activations(rng, 256, 96)
-    q = gptq_int4(weight_t, x.T.astype(np.float64) @ x, symmetric)
+    q = gptq_int4(weight, x.T.astype(np.float64) @ x, symmetric)
     assert q.levels.dtype == np.uint8 and q.levels.shape == (40, 96) and q.levels.max() <= 15
     assert q.scales.shape == (40, 3) and np.isfinite(q.scales).all()
     if symmetric:
@@ -66,7 +66,7 @@ def test_levels_scales_and_zeros_in_range(symmetric):
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_packing_decodes_to_the_quantized_matrix(symmetric):
     rng = np.random.default_rng(2)
-    q = rtn_int4(rng.standard_normal((6, 96)).astype(np.float32), symmetric)  # 3 blocks: odd, so zeros pad
+    q = rtn_int4(rng.standard_normal((96, 6)).astype(np.float32), symmetric)  # 3 blocks: odd, so zeros pad
     levels, zeros = _unpack(q)
     np.testing.assert_array_equal(levels, q.levels)
     if not symmetric:
