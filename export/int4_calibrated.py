@@ -35,9 +35,9 @@ def matmul_nbits(node: onnx.NodeProto, q: Int4Matrix, weight: str, accuracy_leve
     """The MatMulNBits node replacing `node` (x @ W, W (K, N)), and its new initializers."""
     n, k = q.levels.shape
     inits = [numpy_helper.from_array(q.packed_levels(), f"{weight}_Q4"),
-             numpy_helper.from_array(q.scales.reshape(-1), f"{weight}_scales")]
+             numpy_helper.from_array(q.scales, f"{weight}_scales")]  # (N, blocks), as onnxruntime's quantizer writes
     if q.zeros is not None:
-        inits.append(numpy_helper.from_array(q.packed_zeros(), f"{weight}_zero_points"))
+        inits.append(numpy_helper.from_array(q.packed_zeros().reshape(n, -1), f"{weight}_zero_points"))
     new = helper.make_node("MatMulNBits", [node.input[0]] + [i.name for i in inits], list(node.output),
                            name=(node.name or node.output[0]) + "_Q4", domain=MS, K=k, N=n, bits=4,
                            block_size=q.block, accuracy_level=accuracy_level)
@@ -124,7 +124,7 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
         "method": "calibrated (GPTQ, numpy)", "bits": 4, "block_size": block_size, "symmetric": symmetric,
         "accuracy_level": accuracy_level, "lm_head_bits": lm_head_bits, "int4_method": "calibrated",
         "calibration_tokens": int(hessians[POSITIONS]),
-        "calibration_text": "pydoc_data.topics sections other than edgelm.quality.TOPICS", "damping": DAMPING,
+        "calibration_text": "calibration.calibration_text (pydoc_data sections held out from evaluation)", "damping": DAMPING,
         "clipping_ratios": [float(r) for r in RATIOS], "gptq_matmuls": report["matmuls"],
         "float_matmuls": report["float_matmuls"], "embedding": report["embedding"],
         "quantized_nodes": _count(dst, "MatMulNBits") + _count(dst, "GatherBlockQuantized"),
