@@ -79,7 +79,8 @@ def optimum_folder(manifest: Manifest, hf: Path) -> Path:
         print(f"bench: exporting optimum's {manifest.precision} graph ...", file=sys.stderr, flush=True)
         settings = manifest.quantization
         extra = {"block_size": settings["block_size"], "accuracy_level": settings["accuracy_level"],
-                 "lm_head_bits": settings.get("lm_head_bits", 4), "symmetric": settings.get("symmetric", True)} \
+                 "lm_head_bits": settings.get("lm_head_bits", 4), "symmetric": settings.get("symmetric", True),
+                 "int4_method": settings.get("int4_method", "rtn")} \
             if manifest.precision == "int4" else {}
         export_model(str(hf), out, precision=manifest.precision, graph="optimum", check=False, force=True,
                      quiet=True, **extra)

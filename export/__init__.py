@@ -22,7 +22,7 @@ from .model_folder import (
 )
 from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
-from .int4_choice import quantize_int4_best_blocks
+from .int4_choice import quantize_int4_best
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS
@@ -41,6 +41,7 @@ def export_model(
     accuracy_level: int = 4,
     lm_head_bits: int = 4,
     symmetric: bool | None = None,
+    int4_method: str = "auto",
     int8_method: str = "weight-only",
     graph: str = "auto",
     check: bool | None = None,
@@ -58,6 +59,8 @@ def export_model(
         accuracy_level: int4/gguf compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
+        int4_method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ on held-out calibration
+            text, see int4_calibrated.py) or "auto" (both, keeping the lower perplexity on held-out text).
         int8_method: "weight-only" (8-bit MatMulNBits blocks, the default: nearly lossless) or "dynamic"
             (quantize_dynamic: int8 activations too, fast prompts, perplexity +77 % on SmolLM2).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
@@ -113,11 +116,10 @@ def export_model(
             elif precision == "gguf":
                 manifest.quantization = exact_gguf_graph(fp32_graph, src.gguf, target, accuracy_level=accuracy_level)
             else:
-                options = dict(block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits)
-                if symmetric is None:
-                    manifest.quantization = quantize_int4_best_blocks(fp32_graph, target, manifest, work, **options)
-                else:
-                    manifest.quantization = QUANTIZERS["int4"](fp32_graph, target, symmetric=symmetric, **options)
+                manifest.quantization = quantize_int4_best(
+                    fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric,
+                    block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits,
+                )
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):

@@ -10,6 +10,7 @@ from edgelm.errors import EdgelmError
 
 GRAPHS = ("auto", "fused", "optimum")
 INT8_METHODS = ("dynamic", "weight-only")
+INT4_METHODS = ("auto", "rtn", "calibrated")
 
 
 def check_export_args(args: dict) -> None:
@@ -36,6 +37,8 @@ def check_export_args(args: dict) -> None:
         check_bool("symmetric", args["symmetric"])
     if "int8_method" in args and args["int8_method"] not in INT8_METHODS:
         raise EdgelmError(f"int8_method={args['int8_method']!r} is invalid: use one of {', '.join(INT8_METHODS)}")
+    if "int4_method" in args and args["int4_method"] not in INT4_METHODS:
+        raise EdgelmError(f"int4_method={args['int4_method']!r} is invalid: use one of {', '.join(INT4_METHODS)}")
     if "graph" in args and args["graph"] not in GRAPHS:
         raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
     for flag in ("check", "force", "quiet"):

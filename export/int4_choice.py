@@ -1,50 +1,89 @@
-"""Choosing symmetric or asymmetric 4-bit blocks by measuring perplexity, not by rule.
+"""Choosing the int4 method and block symmetry by measuring perplexity, not by rule.
 
-Neither wins everywhere. On SmolLM2-135M (from a Q4_1 GGUF) symmetric blocks gave perplexity
-20.5 against 22.0 asymmetric; on Gemma 3 270M (from Q4_K_M) asymmetric gave 98 against 139
-symmetric (fp32: 16.5 and 72.6). So the exporter quantizes both ways, scores each on a slice
-of the reference text, and keeps the better one; both scores go into the manifest.
+Neither symmetry wins everywhere. With round-to-nearest, SmolLM2-135M (from a Q4_1 GGUF) did
+better with symmetric blocks and Gemma 3 270M (from Q4_K_M) with asymmetric ones. So the
+exporter quantizes every candidate asked for (`int4_method` rtn / calibrated / auto for both,
+`symmetric` True / False / None for both), scores each on held-out text
+(calibration.scoring_text, which neither the calibration nor the evaluation text overlaps),
+and keeps the lowest perplexity; every score goes into the manifest.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from edgelm.errors import EdgelmError
 from edgelm.manifest import Manifest
-from edgelm.quality import perplexity, reference_text
+from edgelm.quality import perplexity
 from edgelm.session import GraphRunner
 
+from .arguments import INT4_METHODS
+from .calibration import scoring_text
+from .int4_calibrated import calibration_ids, collect_hessians, quantize_int4_calibrated
 from .quantize import quantize_int4
 
+logger = logging.getLogger(__name__)
 SCORING_TOKENS = 256
 
 
-def quantize_int4_best_blocks(src: Path, dst: Path, manifest: Manifest, work: Path, **settings) -> dict:
-    """quantize_int4 with the block symmetry that scores the lower perplexity; writes the winner to `dst`."""
+def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, method: str = "auto",
+                       symmetric: bool | None = None, **settings) -> dict:
+    """Writes the best-scoring int4 candidate to `dst` and returns its settings with every candidate's score.
+
+    Args:
+        src: the fp32 graph.
+        dst: the int4 graph to write (its folder already holds the tokenizer).
+        manifest: the model's manifest.
+        work: a scratch folder.
+        method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ) or "auto" (both, scored).
+        symmetric: block symmetry; None tries both.
+        **settings: block_size, accuracy_level, lm_head_bits.
+    """
+    if method not in INT4_METHODS:
+        raise EdgelmError(f"int4_method={method!r} is invalid: use one of {', '.join(INT4_METHODS)}")
+    candidates = [(m, s) for m in (("rtn", "calibrated") if method == "auto" else (method,))
+                  for s in ((True, False) if symmetric is None else (symmetric,))]
+    hessians: dict = {}
+
+    def write(candidate: tuple[str, bool], target: Path) -> dict:
+        name, sym = candidate
+        if name == "rtn":
+            return quantize_int4(src, target, symmetric=sym, **settings) | {"int4_method": "rtn"}
+        if not hessians:  # collected once, shared by both symmetries
+            ids = calibration_ids(dst.parent / manifest.tokens.tokenizer_file)
+            hessians.update(collect_hessians(src, manifest, ids, work))
+        return quantize_int4_calibrated(src, target, manifest, work, symmetric=sym, hessians=hessians, **settings)
+
+    if len(candidates) == 1:
+        return write(candidates[0], dst)
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(dst.parent / manifest.tokens.tokenizer_file))
-    ids = np.array([tokenizer.encode(reference_text()).ids[: min(SCORING_TOKENS, manifest.context_length)]])
+    ids = np.array([tokenizer.encode(scoring_text()).ids[: min(SCORING_TOKENS, manifest.context_length)]])
     scored = {}
-    for symmetric in (True, False):
-        folder = work / ("int4-symmetric" if symmetric else "int4-asymmetric")
+    for candidate in candidates:
+        label = f"{candidate[0]} {'symmetric' if candidate[1] else 'asymmetric'}"
+        folder = work / ("int4-" + label.replace(" ", "-"))
         folder.mkdir(parents=True)
-        result = quantize_int4(src, folder / dst.name, symmetric=symmetric, **settings)
+        result = write(candidate, folder / dst.name)
         runner = GraphRunner(folder, replace(manifest, graph_file=dst.name))
         score = perplexity(runner.forward(ids, runner.new_cache(), all_logits=True), ids)
         del runner  # release the session before the files move
-        scored[symmetric] = (score, folder, result)
-    best = min(scored, key=lambda s: scored[s][0])
+        logger.info("int4 %s: perplexity %.3f on the scoring text", label, score)
+        scored[label] = (score, folder, result)
+    best = min(scored, key=lambda label: scored[label][0])
     _, folder, result = scored[best]
     for path in folder.iterdir():
         shutil.move(str(path), dst.parent / path.name)
-    result["block_choice"] = {
-        "symmetric_perplexity": round(scored[True][0], 4),
-        "asymmetric_perplexity": round(scored[False][0], 4),
+    result["choice"] = {
+        "perplexity": {label: round(score, 4) for label, (score, _, _) in scored.items()},
+        "kept": best,
         "scored_tokens": int(ids.shape[1]),
+        "scoring_text": "pydoc_data.topics sections held out from calibration and evaluation",
     }
     return result

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
     export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
                         help="int4 block symmetry; auto tries both and keeps the lower perplexity")
+    export.add_argument("--int4-method", choices=["auto", "rtn", "calibrated"], default="auto",
+                        help="int4 rounding: rtn (round-to-nearest), calibrated (GPTQ on held-out text), "
+                             "auto (both, keeps the lower perplexity)")
     export.add_argument("--int8-method", choices=["weight-only", "dynamic"], default="weight-only",
                         help="int8: weight-only (8-bit blocks; nearly lossless; the default) or dynamic "
                              "(int8 activations too: fastest prompts, much lower quality)")
@@ -199,6 +202,7 @@ def run_export(args) -> int:
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
+        int4_method=args.int4_method,
         check=False if args.no_validate else None, force=args.force,
     )
     return 0

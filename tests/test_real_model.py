@@ -47,8 +47,10 @@ def test_answers_a_fixed_question(int4):
 
 
 def test_golden_continuation(int4):
-    # tinygrad-style golden text: greedy int4 output of this exporter on this CPU kind
-    assert int4.generate("Machine learning is", max_new_tokens=6).startswith(" a combination of")
+    # tinygrad-style golden text: greedy int4 output of this exporter on this CPU kind. The calibrated
+    # (GPTQ) int4 that `auto` keeps starts as the fp32 graph does (" a mindset that is built on ...");
+    # round-to-nearest int4 said " a combination of".
+    assert int4.generate("Machine learning is", max_new_tokens=6).startswith(" a mindset that")
 
 
 def test_greedy_agrees_with_pytorch_fp32_for_the_first_tokens(int4, pytorch_fp32):

@@ -90,9 +90,10 @@ def test_int4_quantizes_lm_head_and_embeddings(exported):
     assert ops.count("GatherBlockQuantized") == 1
     manifest = Manifest.load(folder)
     assert manifest.quantization["block_size"] == 32 and manifest.quantization["accuracy_level"] == 4
-    choice = manifest.quantization["block_choice"]  # both symmetries were scored; the better one was kept
-    kept = choice["symmetric_perplexity"] if manifest.quantization["symmetric"] else choice["asymmetric_perplexity"]
-    assert kept == min(choice["symmetric_perplexity"], choice["asymmetric_perplexity"])
+    choice = manifest.quantization["choice"]  # both methods and symmetries were scored; the best one was kept
+    assert len(choice["perplexity"]) == 4 and choice["perplexity"][choice["kept"]] == min(choice["perplexity"].values())
+    assert choice["kept"] == f"{manifest.quantization['int4_method']} " + \
+        ("symmetric" if manifest.quantization["symmetric"] else "asymmetric")
 
 
 def test_manifest_records_source_interface_and_versions(exported, hf_folder):
