@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgelm.aliases import ALIASES
 from edgelm.errors import EdgelmError
+from edgelm.integrity import file_sha256
 from edgelm.model_names import check_model_name
 
 
@@ -99,14 +100,6 @@ def download_from_hub(repo_id: str) -> Path:
             f"could not download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
             f"Check the id and your network, or give a local folder, a .gguf file or an alias ({', '.join(ALIASES)})"
         ) from exc
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_sha256(folder: Path) -> str:
