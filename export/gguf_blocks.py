@@ -141,10 +141,15 @@ def decode_tensor(gguf_type: str, raw: np.ndarray, rows: int, cols: int, check: 
         raise ValueError(f"GGUF type {gguf_type} is not one of {', '.join(SUPPORTED_TYPES)}")
     weights = _decode_blocks(gguf_type, raw, rows, cols)
     if check:
-        from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
-
-        expected = dequantize(raw, GGMLQuantizationType[gguf_type]).reshape(rows, cols)
-        if not np.array_equal(weights.dequantize().view(np.uint32), expected.astype(np.float32).view(np.uint32)):
-            raise AssertionError(f"decoding {gguf_type} differs from gguf's dequantization")
+        check_against_gguf(gguf_type, raw, weights.dequantize())
     return weights
+
+
+def check_against_gguf(gguf_type: str, raw: np.ndarray, values: np.ndarray) -> None:
+    """Raises AssertionError unless `values` are gguf's own dequantization of `raw`, bit for bit."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    expected = dequantize(raw, GGMLQuantizationType[gguf_type]).reshape(values.shape).astype(np.float32)
+    if not np.array_equal(values.view(np.uint32), expected.view(np.uint32)):
+        raise AssertionError(f"decoding {gguf_type} differs from gguf's dequantization")

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgelm.errors import EdgelmError
 
-from .gguf_blocks import FLOAT_TYPES, SUPPORTED_TYPES, BlockWeights, decode_tensor
+from .gguf_blocks import FLOAT_TYPES, SUPPORTED_TYPES, BlockWeights, check_against_gguf, decode_tensor
 
 
 def row_digest(row: np.ndarray) -> bytes:
@@ -75,9 +75,12 @@ def read_gguf_rows(path: Path) -> GGUFRows:
             unsupported.append(f"{tensor.name} ({kind})")
             continue
         cols, rows = int(tensor.shape[0]), int(tensor.shape[1])  # GGUF lists the fastest axis first
-        weights = decode_tensor(kind, np.asarray(tensor.data), rows, cols)
+        raw = np.asarray(tensor.data)
+        weights = decode_tensor(kind, raw, rows, cols, check=False)
+        values = weights.dequantize()  # once: checked against gguf, then hashed
+        check_against_gguf(kind, raw, values)
         tensors[tensor.name] = weights
-        for i, row in enumerate(weights.dequantize()):
+        for i, row in enumerate(values):
             where.setdefault(row_digest(row), (tensor.name, i))
     if unsupported:
         raise EdgelmError(
