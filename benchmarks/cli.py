@@ -8,25 +8,13 @@ from pathlib import Path
 
 from edgelm.errors import EdgelmError
 
-from .prepare import default_threads, targets
+from .options import add_timing_arguments, settings_from
+from .prepare import targets
 from .report import to_markdown, write_json
 from .runner import run_all
 
 ALL_BACKENDS = ("edgelm", "transformers", "optimum", "genai", "llamacpp")
 RESULTS = Path(__file__).parent / "results"
-
-
-def settings_from(args) -> dict:
-    for name in ("pp", "tg", "reps", "rounds"):
-        if getattr(args, name, 1) < 1:
-            raise EdgelmError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    scaling = not getattr(args, "no_scaling", True)
-    return {
-        "pp": args.pp, "tg": args.tg, "reps": args.reps, "threads": args.threads or default_threads(),
-        "depths": [0, 512, 2048] if scaling else [], "prompt_lengths": [128, 512, 2048] if scaling else [],
-        "scaling_tokens": 32, "scaling_reps": 2, "perplexity_tokens": 512,
-        "rounds": getattr(args, "rounds", 1),
-    }
 
 
 def parse_backends(text: str) -> list[str]:
@@ -73,13 +61,7 @@ def compare(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,int8,int4,gguf",
                         help="edgelm exports to compare; fp32 is the reference for the KLD and top-1 columns")
     parser.add_argument("--backends", default="all")
-    parser.add_argument("--pp", type=int, default=512)
-    parser.add_argument("--tg", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="interleave: measure the rows in this many rotated rounds (reps split between them)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
+    add_timing_arguments(parser)
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json, latest.md, latest.png")
     args = parser.parse_args(argv)
     from edgelm.text_pipeline import resolve_model

@@ -10,13 +10,21 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgelm.aliases import cache_root
 from edgelm.manifest import Manifest
 
-GENAI_PRECISIONS = ("fp32", "int4")  # what onnxruntime-genai's builder makes for the CPU
+# onnxruntime-genai builds: (row precision, builder precision, --extra_options). Its defaults, and int4 at
+# its best on the CPU: accuracy level 4 and block 32 (its CPU defaults, named), the LM head run on the last
+# position only during prefill, and each MLP's gate and up projections fused into one MatMulNBits.
+GENAI_BUILDS = (
+    ("fp32", "fp32", {}),
+    ("int4", "int4", {}),
+    ("int4 best", "int4", {"accuracy_level": "4", "block_size": "32", "prune_lm_head": "true",
+                           "fuse_mlp_gate_up": "true"}),
+)
 
 
 @dataclass
@@ -27,6 +35,15 @@ class Target:
     precision: str
     path: str | None
     skipped: str | None = None  # why this row cannot run, if it cannot
+    settings: dict = field(default_factory=dict)  # how the peer was built and run, for the JSON and the label
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    def describe(self) -> str:
+        """The settings in words, for the report's table of rows."""
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "-"
 
 
 def bench_dir(manifest: Manifest) -> Path:
@@ -93,20 +110,24 @@ def optimum_folder(manifest: Manifest, hf: Path) -> Path:
     return out
 
 
-def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int) -> Path:
+def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int, extra: dict | None = None) -> Path:
     """A model built by onnxruntime-genai's own builder from the same weights (once).
 
     onnxruntime-genai 0.18's builder imports transformers 5 classes, while the exporter pins
     transformers 4.57; $EDGELM_GENAI_PYTHON names a Python that has the builder's own
-    environment (`make bench-peers` makes .venv-genai).
+    environment (`make bench-peers` makes .venv-genai). `extra` are the builder's --extra_options.
     """
-    out = bench_dir(manifest) / f"genai-{precision}"
+    extra = extra or {}
+    name = "-".join([precision] + [f"{k}={v}" for k, v in sorted(extra.items())])
+    out = bench_dir(manifest) / f"genai-{name}"
     if not (out / "genai_config.json").is_file():
         cache = bench_dir(manifest) / "genai-cache"
         python = os.environ.get("EDGELM_GENAI_PYTHON") or sys.executable
-        command = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
-                   "-p", precision, "-e", "cpu", "-c", str(cache)]
-        print(f"bench: building the onnxruntime-genai {precision} model ...", file=sys.stderr, flush=True)
+        command = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(genai_source(hf, manifest)),
+                   "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(cache)]
+        if extra:
+            command += ["--extra_options", *(f"{k}={v}" for k, v in extra.items())]
+        print(f"bench: building the onnxruntime-genai {name} model ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             shutil.rmtree(out, ignore_errors=True)
@@ -118,6 +139,11 @@ def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int) -> 
     session["inter_op_num_threads"] = 1
     config_path.write_text(json.dumps(config, indent=4))
     return out
+
+
+def genai_source(hf: Path, manifest: Manifest) -> Path:
+    """The folder genai's builder reads: the peers' Hugging Face folder as it is."""
+    return hf
 
 
 def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list[Target]:
@@ -143,9 +169,11 @@ def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list
     return rows
 
 
-# llama.cpp rows: the file's own type as it is, then at its best on this CPU: flash attention on, and
-# the types it repacks into its fastest CPU layouts (Q4_0, IQ4_NL), and Q8_0, re-quantized from the file
-LLAMA_VARIANTS = ((None, False), (None, True), ("Q4_0", True), ("IQ4_NL", True), ("Q8_0", True))
+# llama.cpp rows: the file's own type as it is, then at its best on this CPU: the types it repacks into its
+# fastest CPU layouts (Q4_0, IQ4_NL) and Q8_0, re-quantized from the file; flash attention on and off
+# (on helps prompts, off held up better at depth 2048 in one run)
+LLAMA_VARIANTS = ((None, False), (None, True), ("Q4_0", True), ("Q4_0", False), ("IQ4_NL", True),
+                  ("IQ4_NL", False), ("Q8_0", True))
 
 
 def _llamacpp_rows(manifest: Manifest) -> list[Target]:
@@ -153,13 +181,16 @@ def _llamacpp_rows(manifest: Manifest) -> list[Target]:
     if gguf is None:
         return [Target("llamacpp", "-", None, "the source is not a GGUF file, so llama.cpp has nothing to load")]
     rows = []
+    own = _gguf_label(gguf)
     for kind, flash in LLAMA_VARIANTS:
-        label = (kind or _gguf_label(gguf)) + (" +fa" if flash else "")
+        label = (kind or own) + (" +fa" if flash else "")
+        settings = {"type": kind or own, "requantized_from": own if kind else None, "flash_attn": flash,
+                    "n_batch": 512, "n_ctx": 4096}
         try:
             path = gguf if kind is None else requantized_gguf(manifest, gguf, kind)
-            rows.append(Target("llamacpp", label, str(path)))
+            rows.append(Target("llamacpp", label, str(path), settings=settings))
         except Exception as exc:  # llama-cpp-python missing, or the type not offered: a row with its reason
-            rows.append(Target("llamacpp", label, None, f"{type(exc).__name__}: {exc}"))
+            rows.append(Target("llamacpp", label, None, f"{type(exc).__name__}: {exc}", settings=settings))
     return rows
 
 
@@ -187,11 +218,13 @@ def _genai_rows(manifest: Manifest, hf: Path, threads: int) -> list[Target]:
     except ImportError:
         return [Target("genai", "-", None, "onnxruntime-genai is not installed (pip install onnxruntime-genai)")]
     rows = []
-    for precision in GENAI_PRECISIONS:
+    for label, precision, extra in GENAI_BUILDS:
+        settings = {"builder_precision": precision, "extra_options": extra or "builder defaults"}
         try:
-            rows.append(Target("genai", precision, str(genai_folder(manifest, hf, precision, threads))))
+            rows.append(Target("genai", label, str(genai_folder(manifest, hf, precision, threads, extra)),
+                               settings=settings))
         except Exception as exc:  # reported as a row, never dropped
-            rows.append(Target("genai", precision, None, str(exc)))
+            rows.append(Target("genai", label, None, str(exc), settings=settings))
     return rows
 
 

@@ -1,15 +1,14 @@
-"""Interleaving: every row measured in rounds (A B C, B C A, ...), their samples merged per row.
+"""Interleaving: every row's samples taken in turn (A B C, then B C A, ...), not one row after another.
 
-The machine drifts (other load, clock, thermal) by up to 20 % between runs; rows measured one
-after the other can differ by that much for no reason of their own. Rotating the rows through
-several rounds spreads any drift over all of them, so the ratios between rows hold.
+The machine drifts (other load, clock, thermal) by up to 20 % over minutes; rows measured one
+after the other can differ by that much for no reason of their own. With every row loaded in its
+own warm worker, repetition r runs each test on every row in the order rotated by r, so any
+drift falls on all rows alike and the ratios between rows hold.
 """
 
 from __future__ import annotations
 
-from .stats import latency_summary, summarize
-
-SAMPLED = ("ttft_ms",)  # besides the pp/tg keys: plain summaries whose samples are merged
+from collections.abc import Iterator
 
 
 def rotated(items: list, round_index: int) -> list:
@@ -20,24 +19,13 @@ def rotated(items: list, round_index: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def merge(results: list[dict]) -> dict:
-    """One row's worker results from several rounds as if they were one run with all the samples.
+def schedule(tests: list[dict], rows: list) -> Iterator[tuple[dict, int, object]]:
+    """(test, repetition, row) in the order to measure: for each repetition, each test on every row, rotated.
 
-    Load time and quality come from the first round (a cold start; the scores do not change),
-    peak RSS is the largest seen.
+    A test with fewer repetitions (its "reps") drops out of the later ones.
     """
-    ok = [r for r in results if r.get("ok")]
-    if not ok:
-        return results[0]
-    merged = dict(ok[0])
-    merged["rounds"] = len(ok)
-    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
-    for key, value in ok[0].items():
-        if isinstance(value, dict) and "samples" in value:  # pp/tg tokens/s, ttft
-            merged[key] = summarize([s for r in ok for s in r[key]["samples"]])
-        elif key in ("tg_by_depth", "ttft_ms_by_prompt"):
-            merged[key] = {k: summarize([s for r in ok for s in r[key][k]["samples"]]) for k in value}
-    latencies = [s / 1000 for r in ok for s in r["token_latency_ms"].get("samples_ms", [])]
-    if latencies:
-        merged["token_latency_ms"] = latency_summary(latencies)
-    return merged
+    for rep in range(max((t["reps"] for t in tests), default=0)):
+        for test in tests:
+            if rep < test["reps"]:
+                for row in rotated(rows, rep):
+                    yield test, rep, row

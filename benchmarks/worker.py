@@ -1,6 +1,15 @@
-"""Measures one backend in its own process: cold load time and peak RSS belong to that backend alone.
+"""Holds one backend warm in its own process and measures one sample at a time, when asked.
 
-Run by the harness as `python -m edgelm.benchmarks.worker SPEC.json`; prints one JSON line.
+Run by the harness as `python -m edgelm.benchmarks.worker SPEC.json`. It loads the backend
+(cold: load time includes the imports), warms it up, prints a ready line, then answers one
+JSON command per line of stdin with one result line on stdout, so the harness can interleave
+the rows sample by sample (A B C, B C A, ...) while every backend stays loaded. Its own
+process means its peak RSS is that backend's alone.
+
+Commands: {"test": "pp", "n": N} (time to the first token of an N-token prompt),
+{"test": "tg", "n": N, "depth": D} (N decode steps after D tokens of context, or after the short
+tg prompt when D is 0), {"test": "finish"} (peak RSS, then the quality scores; then it exits).
+Each sample waits for a quiet machine and is redone if others used the CPU during it (idle.py).
 """
 
 from __future__ import annotations
@@ -15,62 +24,54 @@ import traceback  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 
 from .backends import BackendUnavailable, backend_class  # noqa: E402
+from .idle import IdleGuard, NoGuard  # noqa: E402
 from .rss import peak_rss_mb  # noqa: E402
-from .stats import latency_summary, summarize  # noqa: E402
+
+PREFIX = "EDGELM-BENCH-RESULT "
 
 
 @dataclass
 class RunSpec:
-    """What one worker measures."""
+    """What one worker loads, and the tokens its samples use."""
 
     backend: str  # edgelm, transformers, optimum, genai, llamacpp
-    precision: str  # as exported: fp32, int8, int4, or the peer's own (Q4_1)
+    precision: str  # as exported: fp32, int8, int4, or the peer's own (Q4_1 +fa, int4 best, ...)
     path: str  # the folder or file this backend loads
     threads: int
-    prompt_ids: list[int]  # fixed text tokens, long enough for every prompt length
+    prompt_ids: list[int]  # fixed text tokens, long enough for every prompt length and depth
     tg_prompt_ids: list[int]  # short prompt the tg test continues
-    pp: int = 512  # prompt tokens of the pp test
-    tg: int = 128  # generated tokens of the tg test
-    reps: int = 5  # measured repetitions after one warm-up
-    depths: list[int] = field(default_factory=list)  # context depths for tg scaling
-    prompt_lengths: list[int] = field(default_factory=list)  # prompt lengths for ttft scaling
-    scaling_tokens: int = 32  # tokens generated at each depth
-    scaling_reps: int = 2
     perplexity_tokens: int = 512
     reference_logits: str | None = None  # .npy of the reference's logits on the same tokens, for KLD and top-1
+    idle: dict | None = field(default_factory=dict)  # IdleGuard settings; None measures at once whatever the load
 
 
-def measure(spec: RunSpec) -> dict:
-    backend = backend_class(spec.backend)(spec.path, spec.threads, spec.precision)
-    backend.load()
-    result = {"load_s": time.perf_counter() - STARTED}
-    backend.timed_generate(spec.prompt_ids[:32], 4)  # warm-up: first-run allocations and kernel choice
+class Worker:
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.backend = backend_class(spec.backend)(spec.path, spec.threads, spec.precision)
+        self.guard = NoGuard() if spec.idle is None else IdleGuard(**spec.idle)
 
-    ttft = [_ttft(backend, spec.prompt_ids[: spec.pp]) for _ in range(spec.reps)]
-    result[f"pp{spec.pp}"] = summarize([spec.pp / t for t in ttft])
-    result["ttft_ms"] = summarize([t * 1000 for t in ttft])
+    def load(self) -> dict:
+        self.backend.load()
+        load_s = time.perf_counter() - STARTED
+        self.backend.timed_generate(self.spec.prompt_ids[:32], 4)  # warm-up: first-run allocations and kernel choice
+        return {"load_s": load_s}
 
-    rates, latencies = [], []
-    for _ in range(spec.reps):
-        steps = _decode_latencies(backend, spec.tg_prompt_ids, spec.tg)
-        rates.append(len(steps) / sum(steps))
-        latencies += steps
-    result[f"tg{spec.tg}"] = summarize(rates)
-    result["token_latency_ms"] = latency_summary(latencies)
-
-    if spec.depths:
-        result["tg_by_depth"] = {
-            str(depth): summarize([_depth_rate(backend, spec, depth) for _ in range(spec.scaling_reps)])
-            for depth in spec.depths
-        }
-    if spec.prompt_lengths:
-        result["ttft_ms_by_prompt"] = {
-            str(n): summarize([_ttft(backend, spec.prompt_ids[:n]) * 1000 for _ in range(spec.scaling_reps)])
-            for n in spec.prompt_lengths
-        }
-    result["peak_rss_mb"] = peak_rss_mb()  # before perplexity, whose all-position logits are not generation's cost
-    result.update(quality(backend, spec))
-    return result
+    def run(self, command: dict) -> dict:
+        test = command["test"]
+        if test == "pp":
+            ids = self.spec.prompt_ids[: command["n"]]
+            seconds, guard = self.guard.sample(lambda: _ttft(self.backend, ids))
+            return {"seconds": seconds, **guard}
+        if test == "tg":
+            depth = command.get("depth", 0)
+            ids = self.spec.prompt_ids[:depth] if depth else self.spec.tg_prompt_ids
+            steps, guard = self.guard.sample(lambda: _decode_latencies(self.backend, ids, command["n"]))
+            return {"steps_s": steps, **guard}
+        if test == "finish":
+            rss = peak_rss_mb()  # before perplexity, whose all-position logits are not generation's cost
+            return {"peak_rss_mb": rss, **quality(self.backend, self.spec)}
+        raise ValueError(f"unknown test {test!r}")
 
 
 def quality(backend, spec: RunSpec) -> dict:
@@ -102,23 +103,35 @@ def _decode_latencies(backend, ids: list[int], n: int) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def _depth_rate(backend, spec: RunSpec, depth: int) -> float:
-    ids = spec.prompt_ids[:depth] if depth else spec.tg_prompt_ids
-    steps = _decode_latencies(backend, ids, spec.scaling_tokens)
-    return len(steps) / sum(steps)
+def _say(payload: dict) -> None:
+    print(PREFIX + json.dumps(payload), flush=True)
+
+
+def _failure(exc: BaseException) -> dict:
+    if isinstance(exc, BackendUnavailable):
+        return {"ok": False, "skipped": str(exc)}
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
 
 
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         spec = RunSpec(**json.load(f))
     try:
-        out = {"ok": True, **measure(spec)}
-    except BackendUnavailable as exc:
-        out = {"ok": False, "skipped": str(exc)}
+        worker = Worker(spec)
+        _say({"ok": True, **worker.load()})
     except Exception as exc:  # a peer that fails is reported as a row with its reason
-        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
-    out["spec"] = {k: v for k, v in asdict(spec).items() if k not in ("prompt_ids", "tg_prompt_ids")}
-    print("EDGELM-BENCH-RESULT " + json.dumps(out))
+        _say(_failure(exc))
+        return 0
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = json.loads(line)
+        try:
+            _say({"ok": True, **worker.run(command)})
+        except Exception as exc:
+            _say(_failure(exc))
+        if command["test"] == "finish":
+            break
     return 0
 
 

@@ -156,15 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "  edgelm bench smollm2-int4 --backends edgelm,transformers --json out.json --plot out.png")
     bench.add_argument("model", help="model folder made by `edgelm export`")
     bench.add_argument("--backends", default="edgelm", help="comma list: edgelm,transformers,optimum,genai,llamacpp")
-    bench.add_argument("--pp", type=int, default=512, help="prompt tokens for the pp test (default 512)")
-    bench.add_argument("--tg", type=int, default=128, help="new tokens for the tg test (default 128)")
-    bench.add_argument("--reps", type=int, default=5, help="repetitions after a warm-up (default 5)")
-    bench.add_argument("--rounds", type=int, default=1,
-                       help="measure the rows in this many rotated rounds, interleaved (reps split between them)")
-    bench.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     bench.add_argument("--json", help="write every sample to this JSON file")
     bench.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
-    bench.add_argument("--no-scaling", action="store_true", help="skip the depth and prompt-length sweeps")
+    try:
+        from edgelm.benchmarks.options import add_timing_arguments
+    except ImportError:  # the harness is part of the package; without it `bench` says so when run
+        pass
+    else:
+        add_timing_arguments(bench)
     bench.set_defaults(run=run_bench)
     parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
     for sub in commands.choices.values():  # also accepted after the command: edgelm generate ... --verbose

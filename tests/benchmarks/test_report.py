@@ -10,14 +10,15 @@ from edgelm.errors import EdgelmError
 
 
 class Args:
-    pp, tg, reps, threads, no_scaling, rounds = 16, 8, 2, 1, False, 2
+    pp, tg, reps, threads, no_scaling, depth = 16, 8, 2, 1, False, 48
 
 
 @pytest.fixture(scope="module")
 def report(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     settings = settings_from(Args())
-    settings.update(depths=[0, 32], prompt_lengths=[8, 32], scaling_tokens=4, perplexity_tokens=64)
+    settings.update(depths=[0, 32], prompt_lengths=[8, 32], scaling_tokens=4, perplexity_tokens=64,
+                    idle={"threshold": 0.1, "max_wait_s": 0, "max_redos": 1, "window_s": 0.01})  # real /proc/stat, no waiting
     folders = {"int4": exported("llama", "int4"), "fp32": exported("llama", "fp32")}
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("EDGELM_CACHE", str(out / "cache"))  # the peers' prepared models go here
@@ -35,8 +36,12 @@ def test_every_measurement_is_in_the_json(report):
     rows = {(r["backend"], r["precision"]): r for r in saved["results"]}
     edgelm_int4 = rows[("edgelm", "int4")]
     assert edgelm_int4["ok"], edgelm_int4
-    assert len(edgelm_int4["pp16"]["samples"]) == 2 and len(edgelm_int4["tg8"]["samples"]) == 2  # 1 a round
-    assert edgelm_int4["rounds"] == 2 and len(edgelm_int4["token_latency_ms"]["samples_ms"]) == 2 * 8
+    assert len(edgelm_int4["pp16"]["samples"]) == 2 and len(edgelm_int4["tg8"]["samples"]) == 2
+    assert len(edgelm_int4["token_latency_ms"]["samples_ms"]) == 2 * 8
+    assert len(edgelm_int4["tg8 @ d48"]["samples"]) == 2 and len(edgelm_int4["pp48"]["samples"]) == 2
+    assert len(edgelm_int4["ttft_ms_48"]["samples"]) == 2
+    idle = edgelm_int4["idle"]  # every sample counted, redone at most once each
+    assert idle["samples"] == 2 * 4 + 2 * 4 and 0 <= idle["redone"] <= idle["samples"]
     assert all(s > 0 for s in edgelm_int4["tg8"]["samples"])
     assert edgelm_int4["token_latency_ms"]["p50"] <= edgelm_int4["token_latency_ms"]["p99"]
     assert set(edgelm_int4["tg_by_depth"]) == {"0", "32"} and set(edgelm_int4["ttft_ms_by_prompt"]) == {"8", "32"}
@@ -77,6 +82,8 @@ def test_markdown_table_and_plot(report):
     assert markdown == to_markdown(result)
     assert "| model | size | params | backend | precision | threads | test | t/s |" in markdown
     assert "| edgelm | int4 | 1 | pp16 |" in markdown and "| edgelm | fp32 | 1 | tg8 |" in markdown
+    assert "| edgelm | int4 | 1 | tg8 @ d48 |" in markdown and "| edgelm | int4 | 1 | pp48 |" in markdown
+    assert "| samples redone | waited s | kept disturbed |" in markdown and "TTFT ms @ 48" in markdown
     assert "skipped: the source is not a GGUF file" in markdown
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,7 +1,6 @@
-"""Interleaved rounds: rotation order, and one row's samples merged across rounds."""
+"""Interleaving: rotation order, and the schedule of samples across rows and tests."""
 
-from edgelm.benchmarks.rounds import merge, rotated
-from edgelm.benchmarks.stats import latency_summary, summarize
+from edgelm.benchmarks.rounds import rotated, schedule
 
 
 def test_each_round_starts_one_row_later():
@@ -10,21 +9,9 @@ def test_each_round_starts_one_row_later():
     assert rotated([], 3) == []
 
 
-def _result(rates, rss, latencies):
-    return {"ok": True, "load_s": rss / 100, "peak_rss_mb": rss, "tg8": summarize(rates), "ttft_ms": summarize(rates),
-            "token_latency_ms": latency_summary(latencies), "tg_by_depth": {"0": summarize(rates)},
-            "perplexity": 3.0}
-
-
-def test_merge_pools_every_sample_and_keeps_the_worst_memory():
-    merged = merge([_result([1.0, 2.0], 100, [0.01, 0.02]), _result([3.0], 120, [0.03]),
-                    {"ok": False, "error": "boom"}])
-    assert merged["rounds"] == 2
-    assert merged["tg8"]["samples"] == [1.0, 2.0, 3.0] and merged["tg8"]["mean"] == 2.0
-    assert merged["tg_by_depth"]["0"]["samples"] == [1.0, 2.0, 3.0]
-    assert merged["token_latency_ms"]["samples_ms"] == [10.0, 20.0, 30.0]
-    assert merged["peak_rss_mb"] == 120 and merged["load_s"] == 1.0 and merged["perplexity"] == 3.0
-
-
-def test_merge_of_failed_rounds_is_the_failure():
-    assert merge([{"ok": False, "error": "boom"}])["error"] == "boom"
+def test_every_test_visits_every_row_each_repetition_in_rotated_order():
+    tests = [{"key": "pp", "reps": 2}, {"key": "tg", "reps": 2}, {"key": "sweep", "reps": 1}]
+    order = [(t["key"], rep, row) for t, rep, row in schedule(tests, ["a", "b"])]
+    assert order == [("pp", 0, "a"), ("pp", 0, "b"), ("tg", 0, "a"), ("tg", 0, "b"), ("sweep", 0, "a"),
+                     ("sweep", 0, "b"), ("pp", 1, "b"), ("pp", 1, "a"), ("tg", 1, "b"), ("tg", 1, "a")]
+    assert list(schedule([], ["a"])) == [] and list(schedule(tests, [])) == []
