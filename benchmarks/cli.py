@@ -9,7 +9,7 @@ from pathlib import Path
 from edgelm.errors import EdgelmError
 
 from .options import add_timing_arguments, settings_from
-from .prepare import targets
+from .prepare import Target, targets
 from .report import to_markdown, write_json
 from .runner import run_all
 
@@ -75,17 +75,52 @@ def compare(argv: list[str] | None = None) -> int:
     return 0
 
 
+def session_options(argv: list[str] | None = None) -> int:
+    """edgelm's decode and prompt speed with intra-op threads 1 .. --threads, intra-op spinning on and off.
+
+    The rows are the same model folder in one worker each, measured interleaved like the comparison,
+    to choose the session defaults by measurement. Writes session-options-MODEL-PRECISION.json/.md.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks session-options", description=session_options.__doc__)
+    parser.add_argument("--model", default="smollm2-135m", help="alias, HF folder or .gguf (default smollm2-135m)")
+    parser.add_argument("--precision", default="int4", help="the edgelm export to measure (default int4)")
+    add_timing_arguments(parser)
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the .json and .md")
+    args = parser.parse_args(argv)
+    from edgelm.text_pipeline import resolve_model
+
+    settings = settings_from(args) | {"perplexity_tokens": 0}  # one folder: its quality is the same in every row
+    folder = resolve_model(args.model, args.precision)
+    rows = [Target("edgelm", f"{args.precision} threads={threads} spinning={'on' if spin else 'off'}", str(folder),
+                   options={"threads": threads, "allow_spinning": spin})
+            for threads in range(1, settings["threads"] + 1) for spin in (True, False)]
+    report = run_all(rows, folder, settings)
+    markdown = to_markdown(report)
+    print(markdown)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"session-options-{Path(args.model).stem}-{args.precision}"
+    write_json(report, out / f"{name}.json")
+    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print(f"results written to {out}/{name}.json, .md", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"compare": compare, "session-options": session_options}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m benchmarks compare [--model M] [--precisions fp32,int8,int4] [--backends all] ...\n"
+              "       python -m benchmarks session-options [--model M] [--precision int4] ...\n"
               "       (one folder: edgelm bench DIR --backends edgelm,transformers ...)")
         return 0
-    if argv[0] != "compare":
+    if argv[0] not in COMMANDS:
         print(f"unknown command {argv[0]!r}; try: python -m benchmarks compare --help", file=sys.stderr)
         return 2
     try:
-        return compare(argv[1:])
+        return COMMANDS[argv[0]](argv[1:])
     except EdgelmError as exc:
         print(f"benchmarks: error: {exc}", file=sys.stderr)
         return 2

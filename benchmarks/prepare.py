@@ -36,6 +36,7 @@ class Target:
     path: str | None
     skipped: str | None = None  # why this row cannot run, if it cannot
     settings: dict = field(default_factory=dict)  # how the peer was built and run, for the JSON and the label
+    options: dict = field(default_factory=dict)  # run settings the worker hands the backend (threads, allow_spinning)
 
     @property
     def label(self) -> str:
@@ -123,8 +124,8 @@ def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int, ext
     if not (out / "genai_config.json").is_file():
         cache = bench_dir(manifest) / "genai-cache"
         python = os.environ.get("EDGELM_GENAI_PYTHON") or sys.executable
-        command = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(genai_source(hf, manifest)),
-                   "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(cache)]
+        builder = Path(__file__).with_name("genai_build.py")  # the builder, able to read Gemma 3 configs
+        command = [python, str(builder), "-i", str(hf), "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(cache)]
         if extra:
             command += ["--extra_options", *(f"{k}={v}" for k, v in extra.items())]
         print(f"bench: building the onnxruntime-genai {name} model ...", file=sys.stderr, flush=True)
@@ -139,11 +140,6 @@ def genai_folder(manifest: Manifest, hf: Path, precision: str, threads: int, ext
     session["inter_op_num_threads"] = 1
     config_path.write_text(json.dumps(config, indent=4))
     return out
-
-
-def genai_source(hf: Path, manifest: Manifest) -> Path:
-    """The folder genai's builder reads: the peers' Hugging Face folder as it is."""
-    return hf
 
 
 def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list[Target]:

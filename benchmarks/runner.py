@@ -88,9 +88,9 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
         for target in runnable:  # one after the other: each load time is its own
             print(f"bench: loading {target.label} ...", file=sys.stderr, flush=True)
             spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
-                           threads=settings["threads"], prompt_ids=ids, tg_prompt_ids=tg_prompt_ids(folder),
+                           threads=target.options.get("threads", settings["threads"]), prompt_ids=ids, tg_prompt_ids=tg_prompt_ids(folder),
                            perplexity_tokens=settings.get("perplexity_tokens", 512),
-                           reference_logits=reference_path, idle=settings.get("idle", {}))
+                           reference_logits=reference_path, idle=settings.get("idle", {}), options=target.options)
             workers[id(target)] = WorkerProcess(spec, Path(tmp), timeout_s)
         for test, rep, target in schedule(tests, runnable):
             worker = workers[id(target)]
@@ -103,7 +103,7 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
             workers[id(target)].finish()
     for target in targets:
         row = {"backend": target.backend, "precision": target.precision, "label": target.label,
-               "settings": target.settings, "path": target.path, "size_mb": _size_mb(target.path)}
+               "settings": target.settings | target.options, "path": target.path, "size_mb": _size_mb(target.path)}
         row.update(workers[id(target)].result(settings) if not target.skipped else {"ok": False, "skipped": target.skipped})
         report["results"].append(row)
     return report

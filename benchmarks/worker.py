@@ -43,12 +43,13 @@ class RunSpec:
     perplexity_tokens: int = 512
     reference_logits: str | None = None  # .npy of the reference's logits on the same tokens, for KLD and top-1
     idle: dict | None = field(default_factory=dict)  # IdleGuard settings; None measures at once whatever the load
+    options: dict = field(default_factory=dict)  # the backend's own run settings (see Backend.options)
 
 
 class Worker:
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        self.backend = backend_class(spec.backend)(spec.path, spec.threads, spec.precision)
+        self.backend = backend_class(spec.backend)(spec.path, spec.threads, spec.precision, spec.options)
         self.guard = NoGuard() if spec.idle is None else IdleGuard(**spec.idle)
 
     def load(self) -> dict:

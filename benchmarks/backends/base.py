@@ -12,10 +12,11 @@ class Backend:
 
     name = "base"
 
-    def __init__(self, path: str, threads: int, precision: str):
+    def __init__(self, path: str, threads: int, precision: str, options: dict | None = None):
         self.path = path  # what this backend loads: a folder or a .gguf file
         self.threads = threads
         self.precision = precision
+        self.options = options or {}  # backend-specific run settings (edgelm: allow_spinning)
 
     def load(self) -> None:
         raise NotImplementedError

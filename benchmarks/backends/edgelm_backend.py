@@ -16,6 +16,8 @@ class EdgelmBackend(Backend):
         import edgelm
 
         self.model = edgelm.load(self.path, threads=self.threads)
+        if "allow_spinning" in self.options:  # the session-options sweep: same graph, one config entry changed
+            self.model.runner.session = _session(self.model, self.threads, bool(self.options["allow_spinning"]))
 
     def timed_generate(self, ids: list[int], n: int) -> list[float]:
         config = self.model.config(max_new_tokens=n, temperature=0.0, eos_token_ids=())
@@ -24,6 +26,20 @@ class EdgelmBackend(Backend):
     def all_logits(self, ids: list[int]) -> np.ndarray:
         array = np.array([ids], dtype=np.int64)
         return self.model.runner.forward(array, self.model.runner.new_cache(), all_logits=True)
+
+
+def _session(model, threads: int, spinning: bool):
+    """edgelm's CPU session (runtime/session.py's options) with intra-op spinning set as asked."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    graph = model.manifest.path(model.folder, model.manifest.graph_file, "graph_file")
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 BACKEND = EdgelmBackend
