@@ -40,7 +40,7 @@ def prompt_ids(folder: Path, count: int) -> list[int]:
     return ids[:count]
 
 
-def tests_for(settings: dict, context_length: int) -> list[dict]:
+def sampled_tests(settings: dict, context_length: int) -> list[dict]:
     """The sampled tests, in table order: pp, tg, tg at depth, then the scaling sweeps.
 
     A test whose context would not fit the model is left out (tiny test models hold few positions).
@@ -68,7 +68,7 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
     row's KLD and top-1 are measured against.
     """
     manifest = Manifest.load(folder)
-    tests = tests_for(settings, manifest.context_length)
+    tests = sampled_tests(settings, manifest.context_length)
     longest = max([t["depth"] if t["test"] == "tg" else t["n"] for t in tests]
                   + [settings.get("perplexity_tokens", 0)]) + 8
     ids = prompt_ids(folder, longest)

@@ -53,7 +53,7 @@ cd "$WORK"  # away from the checkout, so nothing imports from the source tree
 "$BIN/edgelm" info "$WORK/tiny" > "$WORK/info.txt"
 grep -q "llama, int4" "$WORK/info.txt" || { cat "$WORK/info.txt"; echo "edgelm info did not describe the model"; exit 1; }
 "$BIN/edgelm" generate "$WORK/tiny" "Hello" -n 4 --no-timings
-"$BIN/edgelm" bench "$WORK/tiny" --pp 16 --tg 4 --reps 1 --no-scaling > "$WORK/bench.md"
+"$BIN/edgelm" bench "$WORK/tiny" --pp 16 --tg 4 --reps 1 --depth 0 --no-scaling --no-idle-wait > "$WORK/bench.md"
 grep -q "tg4" "$WORK/bench.md" || { cat "$WORK/bench.md"; echo "edgelm bench printed no tg4 row"; exit 1; }
 "$BIN/python" - "$WORK/tiny" <<'PY'
 import importlib.util, sys
