@@ -30,7 +30,8 @@ def to_markdown(report: dict) -> str:
     ]
     for row in report["results"]:
         size = f"{row['size_mb']:.0f} MB" if row.get("size_mb") else "-"
-        head = f"| {report['model']} | {size} | {params} | {row['backend']} | {row['precision']} | {s['threads']} |"
+        threads = (row.get("settings") or {}).get("threads", s["threads"])  # session-options rows set their own
+        head = f"| {report['model']} | {size} | {params} | {row['backend']} | {row['precision']} | {threads} |"
         if not row.get("ok"):
             lines.append(f"{head} - | {_why(row)} |")
             continue
@@ -73,14 +74,14 @@ def to_markdown(report: dict) -> str:
 
 def _settings_table(rows: list[dict]) -> list[str]:
     """How each row was built and run, and how quiet the machine was for its samples."""
-    lines = ["", "| backend | precision | settings | samples redone | waited s | kept disturbed |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
+    lines = ["", "| backend | precision | settings | samples | redone | waited s | kept disturbed |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for row in rows:
         settings = row.get("settings") or {}
         text = ", ".join(f"{k}={_setting(v)}" for k, v in settings.items() if v is not None) or "-"
         idle = row.get("idle")
-        counts = (f"{idle['redone']} of {idle['samples']} | {idle['waited_s']:.0f} | {idle['disturbed_kept']}"
-                  if idle else "- | - | -")
+        counts = (f"{idle['samples']} | {idle['redone']} | {idle['waited_s']:.0f} | {idle['disturbed_kept']}"
+                  if idle else "- | - | - | -")
         lines.append(f"| {row['backend']} | {row['precision']} | {text.replace('|', '/')} | {counts} |")
     return lines
 

@@ -99,7 +99,9 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
             worker.sample(test)
             print(f"bench: {target.label} {test['key']} [{rep + 1}/{test['reps']}]: {worker.last_line(test)}",
                   file=sys.stderr, flush=True)
-        for target in runnable:
+        for target in runnable:  # peak RSS, then perplexity, KLD and top-1 (not timed)
+            if settings.get("perplexity_tokens") and not workers[id(target)].failed:
+                print(f"bench: scoring {target.label} ...", file=sys.stderr, flush=True)
             workers[id(target)].finish()
     for target in targets:
         row = {"backend": target.backend, "precision": target.precision, "label": target.label,

@@ -83,7 +83,7 @@ def test_markdown_table_and_plot(report):
     assert "| model | size | params | backend | precision | threads | test | t/s |" in markdown
     assert "| edgelm | int4 | 1 | pp16 |" in markdown and "| edgelm | fp32 | 1 | tg8 |" in markdown
     assert "| edgelm | int4 | 1 | tg8 @ d48 |" in markdown and "| edgelm | int4 | 1 | pp48 |" in markdown
-    assert "| samples redone | waited s | kept disturbed |" in markdown and "TTFT ms @ 48" in markdown
+    assert "| samples | redone | waited s | kept disturbed |" in markdown and "TTFT ms @ 48" in markdown
     assert "skipped: the source is not a GGUF file" in markdown
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
