@@ -84,25 +84,29 @@ def run_all(targets: list[Target], folder: Path, settings: dict, timeout_s: int 
     runnable = [t for t in targets if not t.skipped]
     with tempfile.TemporaryDirectory(prefix="edgelm-bench-") as tmp:
         reference_path = _reference_logits(reference, ids[: settings.get("perplexity_tokens", 0)], Path(tmp))
-        workers = {}
-        for target in runnable:  # one after the other: each load time is its own
-            print(f"bench: loading {target.label} ...", file=sys.stderr, flush=True)
-            spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
-                           threads=target.options.get("threads", settings["threads"]), prompt_ids=ids, tg_prompt_ids=tg_prompt_ids(folder),
-                           perplexity_tokens=settings.get("perplexity_tokens", 512),
-                           reference_logits=reference_path, idle=settings.get("idle", {}), options=target.options)
-            workers[id(target)] = WorkerProcess(spec, Path(tmp), timeout_s)
-        for test, rep, target in schedule(tests, runnable):
-            worker = workers[id(target)]
-            if worker.failed:
-                continue
-            worker.sample(test)
-            print(f"bench: {target.label} {test['key']} [{rep + 1}/{test['reps']}]: {worker.last_line(test)}",
-                  file=sys.stderr, flush=True)
-        for target in runnable:  # peak RSS, then perplexity, KLD and top-1 (not timed)
-            if settings.get("perplexity_tokens") and not workers[id(target)].failed:
-                print(f"bench: scoring {target.label} ...", file=sys.stderr, flush=True)
-            workers[id(target)].finish()
+        workers: dict[int, WorkerProcess] = {}
+        try:
+            for target in runnable:  # one after the other: each load time is its own
+                print(f"bench: loading {target.label} ...", file=sys.stderr, flush=True)
+                spec = RunSpec(backend=target.backend, precision=target.precision, path=target.path,
+                               threads=target.options.get("threads", settings["threads"]), prompt_ids=ids,
+                               tg_prompt_ids=tg_prompt_ids(folder), perplexity_tokens=settings.get("perplexity_tokens", 512),
+                               reference_logits=reference_path, idle=settings.get("idle", {}), options=target.options)
+                workers[id(target)] = WorkerProcess(spec, Path(tmp), timeout_s)
+            for test, rep, target in schedule(tests, runnable):
+                worker = workers[id(target)]
+                if worker.failed:
+                    continue
+                worker.sample(test)
+                print(f"bench: {target.label} {test['key']} [{rep + 1}/{test['reps']}]: {worker.last_line(test)}",
+                      file=sys.stderr, flush=True)
+            for target in runnable:  # peak RSS, then perplexity, KLD and top-1 (not timed)
+                if settings.get("perplexity_tokens") and not workers[id(target)].failed:
+                    print(f"bench: scoring {target.label} ...", file=sys.stderr, flush=True)
+                workers[id(target)].finish()
+        finally:  # an interrupted run leaves no worker behind
+            for worker in workers.values():
+                worker.stop()
     for target in targets:
         row = {"backend": target.backend, "precision": target.precision, "label": target.label,
                "settings": target.settings | target.options, "path": target.path, "size_mb": _size_mb(target.path)}
@@ -192,6 +196,13 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.stderr.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if not self.stderr.closed:
+            self.stderr.close()
 
     def result(self, settings: dict) -> dict:
         """The row as the report keeps it: every sample, the summaries, and how quiet the machine was."""
