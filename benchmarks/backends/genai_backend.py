@@ -17,11 +17,17 @@ class GenaiBackend(Backend):
             raise BackendUnavailable(f"onnxruntime-genai not installed: pip install onnxruntime-genai ({exc})") from exc
         self.og = og
         self.model = og.Model(self.path)
+        self.min_length = _sliding_window(self.path)
+
+    def _params(self, length: int):
+        """Greedy search options for `length` positions; its KV buffer holds at least one sliding window
+        (Gemma 3's GroupQueryAttention refuses a cache shorter than its window)."""
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=max(length, self.min_length), min_length=length)
+        return params
 
     def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(ids) + n, min_length=len(ids) + n)
-        generator = self.og.Generator(self.model, params)
+        generator = self.og.Generator(self.model, self._params(len(ids) + n))
         generator.append_tokens(ids)  # prompt processing; the first token comes with it
         stamps = [time.perf_counter()]
         while len(stamps) < n and not generator.is_done():
@@ -33,15 +39,22 @@ class GenaiBackend(Backend):
         """Every position's logits, feeding one token at a time (its generator returns the last position's only)."""
         import numpy as np
 
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(ids) + 1)
-        generator = self.og.Generator(self.model, params)
+        generator = self.og.Generator(self.model, self._params(len(ids) + 1))
         rows = []
         for token in ids:
             generator.append_tokens([token])
             logits = np.asarray(generator.get_logits(), dtype=np.float32)
             rows.append(logits.reshape(-1, logits.shape[-1])[-1])
         return np.stack(rows)[None]
+
+
+def _sliding_window(folder: str) -> int:
+    """The sliding window of the model genai's builder wrote (0 without one)."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(folder) / "genai_config.json").read_text())
+    return int(config["model"]["decoder"].get("sliding_window", {}).get("window_size", 0))
 
 
 BACKEND = GenaiBackend
