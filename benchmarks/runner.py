@@ -49,8 +49,8 @@ def sampled_tests(settings: dict, context_length: int) -> list[dict]:
     tests = [{"key": f"pp{pp}", "test": "pp", "n": pp, "reps": settings["reps"]},
              {"key": f"tg{tg}", "test": "tg", "n": tg, "depth": 0, "reps": settings["reps"]}]
     if depth:
-        tests += [{"key": f"pp{depth}", "test": "pp", "n": depth, "reps": settings["reps"]},
-                  {"key": f"tg{tg} @ d{depth}", "test": "tg", "n": tg, "depth": depth, "reps": settings["reps"]}]
+        tests += [{"key": f"pp{depth}", "test": "pp", "n": depth, "reps": settings["reps"]}] if depth != pp else []
+        tests += [{"key": f"tg{tg} @ d{depth}", "test": "tg", "n": tg, "depth": depth, "reps": settings["reps"]}]
     sweep = settings.get("scaling_reps", 2)
     tests += [{"key": f"depth {d}", "test": "tg", "n": settings.get("scaling_tokens", 32), "depth": d, "reps": sweep}
               for d in settings.get("depths", [])]

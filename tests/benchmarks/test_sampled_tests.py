@@ -20,3 +20,8 @@ def test_tests_that_do_not_fit_the_context_are_left_out():
     keys = [t["key"] for t in sampled_tests(SETTINGS, context_length=1024)]
     assert keys == ["pp512", "tg128", "depth 0", "depth 512", "prompt 128"]
     assert [t["key"] for t in sampled_tests(SETTINGS | {"depth": 0}, 8192)][:3] == ["pp512", "tg128", "depth 0"]
+
+
+def test_a_depth_equal_to_pp_is_not_sampled_twice():
+    keys = [t["key"] for t in sampled_tests(SETTINGS | {"depth": 512, "depths": [], "prompt_lengths": []}, 8192)]
+    assert keys == ["pp512", "tg128", "tg128 @ d512"]
