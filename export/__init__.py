@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import onnx
+
 from edgelm.errors import EdgelmError
 from edgelm.manifest import PRECISIONS, Manifest
 from edgelm.versions import package_versions
@@ -25,8 +27,9 @@ from .output_guard import work_folder
 from .int4_choice import quantize_int4_best
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
-from .quantize import QUANTIZERS
+from .quantize import QUANTIZERS, save_graph
 from .sources import is_gguf_source, resolve_source
+from .tied_table import share_tied_table
 from .validate import validate, validation_wanted
 
 __all__ = ["export_model"]
@@ -120,6 +123,8 @@ def export_model(
                     fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric,
                     block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits,
                 )
+            if getattr(config, "tie_word_embeddings", False):
+                _share_tied_table(target, manifest)
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):
@@ -130,6 +135,15 @@ def export_model(
         manifest.save(out)
     progress.say(_report(manifest, Path(output)))
     return manifest
+
+
+def _share_tied_table(graph_path: Path, manifest: Manifest) -> None:
+    """A tied embedding reads the quantized LM head's table (tied_table.py); the graph is re-saved if so."""
+    model = onnx.load(str(graph_path))
+    shared = share_tied_table(model, manifest.vocab_size)
+    if shared:
+        save_graph(model, graph_path)
+        manifest.quantization["tied_table"] = shared
 
 
 def _hf_config(folder: Path):
