@@ -47,6 +47,7 @@ def export_model(
     int4_method: str = "auto",
     int8_method: str = "weight-only",
     graph: str = "auto",
+    share_tied_table: bool | None = None,
     check: bool | None = None,
     force: bool = False,
     quiet: bool = False,
@@ -67,6 +68,10 @@ def export_model(
         int8_method: "weight-only" (8-bit MatMulNBits blocks, the default: nearly lossless) or "dynamic"
             (quantize_dynamic: int8 activations too, fast prompts, perplexity +77 % on SmolLM2).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
+        share_tied_table: for a model with tied embeddings, let the embedding gather the quantized LM
+            head's table instead of storing a second one (tied_table.py); None: only where that changes
+            no value ('gguf', whose file holds one table). At int4 it saves 13 MB of SmolLM2's 106 MB
+            for perplexity 17.73 -> 17.97.
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
         quiet: no progress lines.
@@ -123,7 +128,8 @@ def export_model(
                     fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric,
                     block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits,
                 )
-            if getattr(config, "tie_word_embeddings", False):
+            if getattr(config, "tie_word_embeddings", False) and (
+                    share_tied_table or (share_tied_table is None and precision == "gguf")):
                 _share_tied_table(target, manifest)
             manifest.save(out)
         if check:

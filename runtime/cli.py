@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(int8 activations too: fastest prompts, much lower quality)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
+    export.add_argument("--share-tied-table", action=argparse.BooleanOptionalAction, default=None,
+                        help="one quantized table for a tied embedding and LM head (default: only for gguf, "
+                             "where it changes no value; at int4 it saves ~12%% of the folder for ~1.4%% perplexity)")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -202,7 +205,7 @@ def run_export(args) -> int:
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
-        int4_method=args.int4_method,
+        int4_method=args.int4_method, share_tied_table=args.share_tied_table,
         check=False if args.no_validate else None, force=args.force,
     )
     return 0

@@ -65,13 +65,14 @@ def test_nothing_to_share_leaves_the_graph_alone():
     assert model.SerializeToString() == before
 
 
-def test_tied_tiny_gemma_int4_stores_one_table(exported):
-    """Gemma 3 ties its embedding: the int4 folder holds one (vocab, ...) table, and the model still generates."""
+def test_tied_tiny_gemma_int4_stores_one_table(hf_folder, tmp_path):
+    """Gemma 3 ties its embedding: asked to, the int4 folder holds one (vocab, ...) table, and the model still generates."""
     from edgelm import load
-    from edgelm.manifest import Manifest
+    from edgelm.export import export_model
 
-    folder = exported("gemma3_text", "int4")
-    manifest = Manifest.load(folder)
+    folder = tmp_path / "shared"
+    manifest = export_model(str(hf_folder("gemma3_text")), folder, precision="int4", int4_method="rtn",
+                            share_tied_table=True, quiet=True)
     assert "one table" in manifest.quantization.get("tied_table", "")
     graph = onnx.load(str(folder / manifest.graph_file), load_external_data=False)
     hidden = 32  # conftest's tiny models; a table holds at least vocab x hidden 4-bit levels
@@ -80,3 +81,10 @@ def test_tied_tiny_gemma_int4_stores_one_table(exported):
     assert len(tables) == 1, tables
     assert np.isfinite(manifest.validation["perplexity"])
     assert load(folder).generate("ab", max_new_tokens=4, temperature=0.0) is not None
+
+
+def test_int4_keeps_two_tables_unless_asked(exported):
+    """Sharing re-rounds the embedding to the LM head's levels, so at int4 it is opt-in."""
+    from edgelm.manifest import Manifest
+
+    assert "tied_table" not in Manifest.load(exported("gemma3_text", "int4")).quantization
