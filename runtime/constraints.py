@@ -1,0 +1,154 @@
+"""Output that follows a JSON schema, a regular expression or a grammar: token masks from llguidance.
+
+Before each pick the constraint computes which tokens may come next and sets the others' logits
+to -inf; after the pick it consumes the token. llguidance (the library llama.cpp and
+onnxruntime-genai use) does the parsing in Rust on a token trie, with no torch; it is the
+optional `json` extra: pip install 'edgelm[json]'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from .errors import EdgelmError
+
+logger = logging.getLogger(__name__)
+
+# Compact JSON, one line: no free whitespace (a model cannot pad forever), ", " and ": " as separators.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+INSTALL = "pip install 'edgelm[json]' (or: pip install llguidance)"
+
+
+def json_schema_text(name: str, value) -> str | None:
+    """A JSON schema given as a dict, JSON text or a pydantic model (class or instance), as JSON text."""
+    if value is None:
+        return None
+    if hasattr(value, "model_json_schema"):  # pydantic v2, without importing pydantic
+        value = value.model_json_schema()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise EdgelmError(f"{name} is not valid JSON ({exc}); give a dict, JSON text or a pydantic model") from None
+    if not isinstance(value, dict):
+        raise EdgelmError(f"{name} must be a JSON schema: a dict like {{'type': 'object', ...}}, its JSON text, "
+                          f"or a pydantic model class; got {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise EdgelmError(f"{name} cannot be written as JSON ({exc}); use only dicts, lists, strings and numbers") from None
+
+
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError as exc:
+        raise EdgelmError(f"json_schema=, regex= and grammar= need llguidance, which is not installed: {INSTALL}") \
+            from exc
+    return llguidance
+
+
+def tokenizer_info(tokenizer_json: str, vocab_size: int, eos_token_ids: list[int]):
+    """llguidance's view of the model's tokens (the bytes of each), built once per model (~0.1-1 s).
+
+    Args:
+        tokenizer_json: the text of the model folder's tokenizer.json.
+        vocab_size: the graph's vocabulary (the width of its logits).
+        eos_token_ids: the ids that end generation; allowed once the output is complete.
+    Returns:
+        An `llguidance.LLTokenizer` for `make_constraint`.
+    """
+    llg = _llguidance()
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    n_vocab = max(vocab_size, tokenizer.get_vocab_size(with_added_tokens=True))
+    try:  # byte-level BPE and byte-fallback tokenizers: llguidance reads tokenizer.json itself
+        return llg.LLTokenizer(tokenizer_json, n_vocab=n_vocab, eos_token=list(eos_token_ids))
+    except ValueError as exc:  # other decoders: give it every token's bytes
+        logger.debug("llguidance cannot read this tokenizer.json (%s); passing token bytes instead", exc)
+    return llg.LLTokenizer(llg.TokenizerWrapper(_TokenBytes(tokenizer, n_vocab, eos_token_ids)),
+                           n_vocab=n_vocab, eos_token=list(eos_token_ids))
+
+
+class _TokenBytes:
+    """Each token's bytes, as llguidance's TokenizerWrapper wants them; special tokens start with 0xff."""
+
+    def __init__(self, tokenizer, n_vocab: int, eos_token_ids: list[int]):
+        special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+        self.special_token_ids = [i for i in range(n_vocab) if tokenizer.id_to_token(i) in special]
+        self.eos_token_id = eos_token_ids[0]
+        self.bos_token_id = None
+        self.tokens = [
+            b"\xff" + tokenizer.id_to_token(i).encode() if i in set(self.special_token_ids)
+            else tokenizer.decode([i], skip_special_tokens=False).encode() if tokenizer.id_to_token(i) is not None
+            else b""
+            for i in range(n_vocab)
+        ]
+        self._tokenizer = tokenizer
+
+    def __call__(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def grammar_for(json_schema: str | None = None, regex: str | None = None, grammar: str | None = None) -> str:
+    """llguidance's grammar for whichever of the three is given."""
+    llg = _llguidance()
+    if json_schema is not None:
+        return llg.LLMatcher.grammar_from_json_schema(json_schema, defaults=JSON_OPTIONS)
+    if regex is not None:
+        return llg.LLMatcher.grammar_from_regex(regex)
+    try:
+        return llg.grammar_from("grammar", grammar)  # Lark, or GBNF (converted to Lark)
+    except ValueError as exc:
+        raise EdgelmError(f"the grammar could not be read: {exc}; write it in Lark or GBNF syntax") from None
+
+
+def make_constraint(tokenizer_info, json_schema: str | None = None, regex: str | None = None,
+                    grammar: str | None = None) -> Constraint | None:
+    """A Constraint for one generation, or None when nothing constrains the output.
+
+    Raises:
+        EdgelmError: when llguidance is missing, or the schema, regex or grammar does not compile.
+    Example:
+        constraint = make_constraint(info, json_schema='{"type": "object"}')
+        Sampler(config, constraint)
+    """
+    if json_schema is None and regex is None and grammar is None:
+        return None
+    llg = _llguidance()
+    kind = "json_schema" if json_schema is not None else "regex" if regex is not None else "grammar"
+    matcher = llg.LLMatcher(tokenizer_info, grammar_for(json_schema, regex, grammar), log_level=0)
+    if matcher.is_error():
+        raise EdgelmError(f"the {kind} cannot be used: {matcher.get_error()}; fix it")
+    return Constraint(matcher, tokenizer_info.vocab_size, kind)
+
+
+class Constraint:
+    """The tokens allowed next, as a mask on a (vocab,) row of logits; advanced by each picked token."""
+
+    def __init__(self, matcher, vocab_size: int, kind: str = "grammar"):
+        self.matcher = matcher
+        self.kind = kind
+        self.bits = np.zeros((vocab_size + 31) // 32, dtype=np.int32)  # one bit per token
+
+    def apply(self, logits: np.ndarray) -> None:
+        """Sets the logits of tokens that cannot come next to -inf, in place. `logits` is (vocab,)."""
+        self.matcher.unsafe_compute_mask_ptr(self.bits.ctypes.data, self.bits.nbytes)
+        if self.matcher.is_error():
+            raise EdgelmError(f"the {self.kind} constraint failed: {self.matcher.get_error()}")
+        allowed = np.unpackbits(self.bits.view(np.uint8), count=logits.shape[-1], bitorder="little")
+        logits[allowed == 0] = -np.inf
+
+    def advance(self, token: int) -> None:
+        """Consumes the picked token."""
+        if not self.matcher.consume_token(token):
+            raise EdgelmError(f"token {token} does not fit the {self.kind}: {self.matcher.get_error()}")
+
+    @property
+    def accepting(self) -> bool:
+        """True when the output so far is complete (it parses and, for a schema, validates)."""
+        return self.matcher.is_accepting()
