@@ -185,7 +185,7 @@ class Model:
         return self.stream_ids(ids, cfg)
 
     def generate(self, prompt: str, config: GenerationConfig | None = None, **settings) -> str:
-        """The continuation of `prompt` (without the prompt). Same arguments as `stream`.
+        r"""The continuation of `prompt` (without the prompt). Same arguments as `stream`.
 
         Example:
             model.generate("Machine learning is", max_new_tokens=20)

@@ -48,12 +48,17 @@ class PrefixCache:
         self._lock = threading.Lock()
 
     def take(self, prompt: list[int]):
-        """Removes and returns the cache that shares the longest prefix with `prompt` (a new one if none does)."""
+        """Removes and returns the cache that shares the longest prefix with `prompt`.
+
+        A cache is taken only when the prompt keeps at least half of what it holds (a conversation
+        going on keeps nearly all); otherwise a new cache is returned, so an unrelated prompt that
+        shares a short start (a BOS token, a common system prompt) leaves the others' caches alone.
+        """
         with self._lock:
             best, best_len = None, 0
             for key, cache in self._caches.items():
                 n = reusable(cache, prompt)
-                if n > best_len:
+                if n > best_len and 2 * n >= len(cache.tokens):
                     best, best_len = key, n
             if best is not None:
                 return self._caches.pop(best)
