@@ -181,6 +181,11 @@ def _add_generation_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeated tokens")
     sub.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     sub.add_argument("--seed", type=int, default=None, help="random seed, for repeatable sampling")
+    sub.add_argument("--json-schema", default=None,
+                     help="output JSON valid under this schema: JSON text or a .json file (needs edgelm[json])")
+    sub.add_argument("--regex", default=None, help="output matching this regular expression (needs edgelm[json])")
+    sub.add_argument("--grammar", default=None,
+                     help="output following this Lark or GBNF grammar: its text or a file (needs edgelm[json])")
     sub.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     sub.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     sub.add_argument("--no-timings", action="store_true", help="do not print the timings line on stderr")
@@ -191,7 +196,20 @@ def _settings(args) -> dict:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         stop=tuple(args.stop) if args.stop else None, seed=args.seed,
+        json_schema=_text_or_file(args.json_schema, "--json-schema"), regex=args.regex,
+        grammar=_text_or_file(args.grammar, "--grammar"),
     )
+
+
+def _text_or_file(value: str | None, flag: str) -> str | None:
+    """The value itself, or the contents of the file it names."""
+    if value is None or value.lstrip().startswith(("{", "[")) or "\n" in value or not os.path.isfile(value):
+        return value
+    try:
+        with open(value, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgelmError(f"{flag} {value}: the file cannot be read ({exc})") from None
 
 
 def run_export(args) -> int:

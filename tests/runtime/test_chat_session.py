@@ -151,3 +151,14 @@ def test_the_prefix_cache_is_bounded_in_count_and_bytes(model):
     runner.forward(np.array([prompts[1]]), other)
     caches.put(other)
     assert len(caches) == 1 and caches.nbytes <= one
+
+
+def test_edgelm_chat_keeps_the_cache_and_says_so_on_the_second_turn(exported):
+    from tests.runtime.test_cli import run
+
+    result = run("chat", str(exported("llama", "fp32")), "-n", "4", stdin="Hi\nHow are you?\n/reset\nHi\n/exit\n")
+    assert result.returncode == 0, result.stderr
+    timings = [line for line in result.stderr.splitlines() if "first token" in line]
+    assert len(timings) == 3
+    assert "cached" not in timings[0] and "cached)" in timings[1]  # turn 2 reused turn 1's tokens
+    assert "cached)" in timings[2]  # after /reset the start of the template is still cached

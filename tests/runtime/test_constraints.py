@@ -175,3 +175,15 @@ def test_without_llguidance_the_error_says_what_to_install(model, monkeypatch):
     model._token_tables.clear()
     with pytest.raises(edgelm.EdgelmError, match=r"pip install 'edgelm\[json\]'"):
         model.generate("x", regex="a")
+
+
+def test_edgelm_generate_takes_a_schema_file(exported, tmp_path):
+    from tests.runtime.test_cli import run
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    result = run("generate", str(exported("llama", "fp32")), "JSON: ", "--json-schema", str(tmp_path / "schema.json"),
+                 "--no-timings")
+    assert result.returncode == 0, result.stderr
+    jsonschema.validate(json.loads(result.stdout[len("JSON: "):]), schema)
