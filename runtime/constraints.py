@@ -37,7 +37,7 @@ def json_schema_text(name: str, value) -> str | None:
         raise EdgelmError(f"{name} must be a JSON schema: a dict like {{'type': 'object', ...}}, its JSON text, "
                           f"or a pydantic model class; got {type(value).__name__}")
     try:
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value)  # key order kept: it is the order properties are written in
     except (TypeError, ValueError) as exc:
         raise EdgelmError(f"{name} cannot be written as JSON ({exc}); use only dicts, lists, strings and numbers") from None
 
@@ -54,6 +54,9 @@ def _llguidance():
 def tokenizer_info(tokenizer_json: str, vocab_size: int, eos_token_ids: list[int]):
     """llguidance's view of the model's tokens (the bytes of each), built once per model (~0.1-1 s).
 
+    The bytes are worked out here from tokenizer.json rather than by llguidance, which takes a
+    decoder sequence with both ByteFallback and ByteLevel (SmolLM2's) for a sentencepiece one.
+
     Args:
         tokenizer_json: the text of the model folder's tokenizer.json.
         vocab_size: the graph's vocabulary (the width of its logits).
@@ -66,32 +69,55 @@ def tokenizer_info(tokenizer_json: str, vocab_size: int, eos_token_ids: list[int
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
     n_vocab = max(vocab_size, tokenizer.get_vocab_size(with_added_tokens=True))
-    try:  # byte-level BPE and byte-fallback tokenizers: llguidance reads tokenizer.json itself
-        return llg.LLTokenizer(tokenizer_json, n_vocab=n_vocab, eos_token=list(eos_token_ids))
-    except ValueError as exc:  # other decoders: give it every token's bytes
-        logger.debug("llguidance cannot read this tokenizer.json (%s); passing token bytes instead", exc)
-    return llg.LLTokenizer(llg.TokenizerWrapper(_TokenBytes(tokenizer, n_vocab, eos_token_ids)),
-                           n_vocab=n_vocab, eos_token=list(eos_token_ids))
+    tokens = _TokenBytes(tokenizer, json.loads(tokenizer_json), n_vocab, eos_token_ids)
+    return llg.LLTokenizer(llg.TokenizerWrapper(tokens), n_vocab=n_vocab, eos_token=list(eos_token_ids))
 
 
 class _TokenBytes:
     """Each token's bytes, as llguidance's TokenizerWrapper wants them; special tokens start with 0xff."""
 
-    def __init__(self, tokenizer, n_vocab: int, eos_token_ids: list[int]):
+    def __init__(self, tokenizer, data: dict, n_vocab: int, eos_token_ids: list[int]):
         special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
-        self.special_token_ids = [i for i in range(n_vocab) if tokenizer.id_to_token(i) in special]
+        byte_level = '"ByteLevel"' in json.dumps(data.get("pre_tokenizer"))  # tokens spelled in GPT-2's byte alphabet
+        byte_fallback = bool((data.get("model") or {}).get("byte_fallback"))  # <0xAB> tokens are raw bytes
+        alphabet = {c: b for b, c in _gpt2_byte_alphabet().items()}
+        self.tokens: list[bytes] = []
+        self.special_token_ids: list[int] = []
+        for i in range(n_vocab):
+            token = tokenizer.id_to_token(i)
+            if token is None:
+                piece = b""
+            elif token in special:
+                piece = b"\xff" + token.encode()
+                self.special_token_ids.append(i)
+            elif byte_fallback and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                piece = bytes([int(token[3:5], 16)])
+            elif byte_level and all(c in alphabet for c in token):
+                piece = bytes(alphabet[c] for c in token)
+            elif byte_level or "\u2581" in token:  # an added plain-text token, or sentencepiece's space mark
+                piece = token.replace("\u2581", " ").encode()
+            else:  # other models (WordPiece, character vocabularies): as the decoder writes the token alone
+                piece = tokenizer.decode([i], skip_special_tokens=False).encode()
+            self.tokens.append(piece)
         self.eos_token_id = eos_token_ids[0]
         self.bos_token_id = None
-        self.tokens = [
-            b"\xff" + tokenizer.id_to_token(i).encode() if i in set(self.special_token_ids)
-            else tokenizer.decode([i], skip_special_tokens=False).encode() if tokenizer.id_to_token(i) is not None
-            else b""
-            for i in range(n_vocab)
-        ]
         self._tokenizer = tokenizer
 
     def __call__(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def _gpt2_byte_alphabet() -> dict[int, str]:
+    """GPT-2's map from each byte to the printable character that spells it in byte-level vocabularies."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 def grammar_for(json_schema: str | None = None, regex: str | None = None, grammar: str | None = None) -> str:
