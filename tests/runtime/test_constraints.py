@@ -147,6 +147,20 @@ def test_a_byte_level_tokenizer_json_is_read_by_llguidance():
     assert np.isfinite(logits[eos]) and constraint.accepting  # "7" is complete: end of sequence is allowed
 
 
+def test_a_byte_level_vocabulary_behind_a_byte_fallback_decoder_is_still_byte_level():
+    """SmolLM2's tokenizer.json: byte-level tokens, decoded by ByteFallback, Fuse, Replace and ByteLevel."""
+    from tokenizers import Regex, decoders
+
+    tokenizer = byte_level_tokenizer()
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Replace(Regex("\u2581"), " "), decoders.ByteLevel()])
+    eos = tokenizer.get_vocab_size()
+    constraint = make_constraint(tokenizer_info(tokenizer.to_str(), eos + 1, [eos]), regex=" [0-9]")
+    logits = np.zeros(eos + 1, dtype=np.float32)
+    constraint.apply(logits)
+    assert [tokenizer.decode([i]) for i in np.flatnonzero(np.isfinite(logits))] == [" "]
+
+
 @pytest.mark.parametrize("settings_, message", [
     (dict(json_schema={"type": "object"}, regex="a"), "json_schema and regex"),
     (dict(json_schema="{not json"), "not valid JSON"),
