@@ -254,7 +254,15 @@ def run_generate(args) -> int:
     end_line()
     if not args.no_timings:
         print(f"[{model.last_timings.summary()}]", file=sys.stderr, flush=True)
+    warn_if_cut(args, model.last_timings)
     return 0
+
+
+def warn_if_cut(args, timings) -> None:
+    """Says on stderr when a constrained output was cut by --max-new-tokens (so it is not a whole document)."""
+    if (args.json_schema or args.regex or args.grammar) and timings.finish_reason == "length":
+        print(f"edgelm: the output was cut at {args.max_new_tokens} tokens before it was complete; "
+              "raise --max-new-tokens", file=sys.stderr, flush=True)
 
 
 def run_chat(args) -> int:
