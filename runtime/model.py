@@ -118,9 +118,7 @@ class Model:
                 f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.manifest.context_length}"
             )
         eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
-        constraint = None
-        if config.constrained:
-            constraint = make_constraint(self._token_table(eos), config.json_schema, config.regex, config.grammar)
+        constraint = self.constraint(config, eos)
         timings = Timings()
         self.last_timings = timings
         yield from generate_tokens(self.runner, prompt_ids, config, eos, self.manifest.context_length, timings,
@@ -154,6 +152,19 @@ class Model:
         tail = stops.feed(decoder.flush()) + stops.flush()
         if tail:
             yield tail
+
+    def constraint(self, config: GenerationConfig, eos: tuple[int, ...] | None = None):
+        """A fresh constraint for one generation under `config` (see constraints.py), or None when the
+        config constrains nothing. Pass it to `Sampler(config, constraint)`.
+
+        Raises:
+            EdgelmError: when llguidance is missing, or the schema, regex or grammar does not compile.
+        """
+        if not config.constrained:
+            return None
+        if eos is None:
+            eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
+        return make_constraint(self._token_table(eos), config.json_schema, config.regex, config.grammar)
 
     def _token_table(self, eos: tuple[int, ...]):
         """llguidance's view of this model's tokens, built on first use (per set of eos ids)."""

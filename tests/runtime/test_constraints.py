@@ -113,6 +113,14 @@ def test_grammar(model, grammar):
         assert re.fullmatch(r"\([0-9x](,[0-9x])*,?", text)
 
 
+def test_the_pipeline_takes_a_schema(model):
+    from edgelm.text_pipeline import TextGenerationPipeline
+
+    out = TextGenerationPipeline(model)("JSON: ", json_schema={"type": "boolean"}, return_full_text=False,
+                                        max_new_tokens=10)
+    assert out[0]["generated_text"] in ("true", "false")
+
+
 def test_constraints_and_logprobs_on_a_chat_session(model):
     session = model.chat_session(max_new_tokens=40)
     reply = session.send("Pick one", regex="(red|green|blue)", logprobs=True)
