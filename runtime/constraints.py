@@ -9,13 +9,11 @@ optional `json` extra: pip install 'edgelm[json]'.
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 
 from .errors import EdgelmError
 
-logger = logging.getLogger(__name__)
 
 # Compact JSON, one line: no free whitespace (a model cannot pad forever), ", " and ": " as separators.
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
