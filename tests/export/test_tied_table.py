@@ -83,8 +83,20 @@ def test_tied_tiny_gemma_int4_stores_one_table(hf_folder, tmp_path):
     assert load(folder).generate("ab", max_new_tokens=4, temperature=0.0) is not None
 
 
-def test_int4_keeps_two_tables_unless_asked(exported):
-    """Sharing re-rounds the embedding to the LM head's levels, so at int4 it is opt-in."""
+def test_int4_shares_only_when_perplexity_allows(exported):
+    """Sharing re-rounds the embedding to the LM head's levels, so at int4 both are scored and the choice recorded."""
     from edgelm.manifest import Manifest
 
-    assert "tied_table" not in Manifest.load(exported("gemma3_text", "int4")).quantization
+    quantization = Manifest.load(exported("gemma3_text", "int4")).quantization
+    choice = quantization["tied_table_choice"]
+    separate, one = choice["perplexity"]["separate tables"], choice["perplexity"]["one table"]
+    assert choice["kept"] == ("one table" if one <= separate * 1.005 else "separate tables")
+    assert ("tied_table" in quantization) == (choice["kept"] == "one table")
+
+
+def test_no_sharing_when_told(hf_folder, tmp_path):
+    from edgelm.export import export_model
+
+    manifest = export_model(str(hf_folder("gemma3_text")), tmp_path / "two", precision="int4", int4_method="rtn",
+                            share_tied_table=False, check=False, quiet=True)
+    assert "tied_table" not in manifest.quantization and "tied_table_choice" not in manifest.quantization
