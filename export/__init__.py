@@ -102,7 +102,7 @@ def export_model(
         with progress.step(f"exporting ONNX graph ({config.model_type})"):
             fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph)
             graph_inputs, kv = read_interface(fp32_graph)
-            kv.shared_buffer = builder == "fused-llama"  # GroupQueryAttention writes the cache in place
+            kv.shared_buffer = builder.startswith("fused-")  # GroupQueryAttention writes the cache in place
         with progress.step("writing tokenizer and manifest"):
             manifest = Manifest(
                 model_type=config.model_type,

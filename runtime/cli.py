@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int8: weight-only (8-bit blocks; nearly lossless; the default) or dynamic "
                              "(int8 activations too: fastest prompts, much lower quality)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
-                        help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
+                        help="auto: edgelm's fused graph where supported (llama, mistral, qwen2, qwen3, phi3, "
+                             "gemma3_text), else optimum's exporter")
     export.add_argument("--share-tied-table", action=argparse.BooleanOptionalAction, default=None,
                         help="one quantized table for a tied embedding and LM head (default: for gguf always, "
                              "where it changes no value; at int4/int8 when perplexity rises by at most 0.5%%)")

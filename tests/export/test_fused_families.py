@@ -1,0 +1,69 @@
+"""The fused graph for the llama family and its relatives (mistral, qwen2, qwen3, phi3) against transformers."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgelm.errors import EdgelmError
+
+from .fused_models import check_cache, check_greedy, check_logits, export_fp32, save, tiny_model
+
+FAMILIES = {  # (model_type, config overrides) -> graph_builder
+    ("llama", ()): "fused-llama",
+    ("mistral", ()): "fused-llama",  # sliding window 4 on every layer
+    ("qwen2", ()): "fused-llama",  # q/k/v biases
+    ("qwen2", (("use_sliding_window", True), ("sliding_window", 4), ("max_window_layers", 1))): "fused-llama",
+    ("qwen3", ()): "fused-llama",  # q/k norms
+    ("phi3", ()): "fused-phi3",  # q/k/v and gate/up stacked in the checkpoint, sliding window 4
+}
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    made = {}
+
+    def get(key):
+        if key not in made:
+            model = tiny_model(key[0], **dict(key[1]))
+            made[key] = model, export_fp32(model, tmp_path_factory.mktemp(key[0]))
+        return made[key]
+
+    return get
+
+
+@pytest.mark.parametrize("key", FAMILIES, ids=lambda key: "-".join([key[0], *(str(v) for _, v in key[1][:1])]))
+def test_fused_family_matches_transformers(key, family):
+    torch_model, exported = family(key)
+    assert exported.manifest.graph_builder == FAMILIES[key] and exported.manifest.kv.shared_buffer
+    check_logits(exported, torch_model)
+    check_greedy(exported, torch_model)
+    check_cache(exported)
+
+
+def test_qwen2_biases_are_in_the_graph(family):
+    import onnx
+
+    _, exported = family(("qwen2", ()))
+    graph = onnx.load(str(exported.folder / "model.onnx"), load_external_data=False).graph
+    assert sum(n.op_type == "Add" and n.input[1].endswith("qkv.bias") for n in graph.node) == 2
+
+
+@pytest.mark.parametrize("scaling", [
+    {"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8},
+])
+def test_unsupported_rope_scaling_is_refused_with_a_reason(scaling, tmp_path):
+    from edgelm.export import export_model
+    from edgelm.export.fused_graph import read_config, unsupported_reason
+
+    folder = save(tiny_model("phi3", rope_scaling=scaling, original_max_position_embeddings=128), tmp_path / "hf")
+    assert "rope scaling 'longrope'" in unsupported_reason(read_config(folder))
+    with pytest.raises(EdgelmError, match="fused graph cannot be built: rope scaling 'longrope'.*--graph optimum"):
+        export_model(str(folder), tmp_path / "out", precision="fp32", graph="fused", check=False, quiet=True)
+
+
+def test_unknown_family_and_odd_head_size_are_refused():
+    from edgelm.export.fused_graph import unsupported_reason
+
+    assert "is not one of" in unsupported_reason({"model_type": "gpt2"})
+    config = tiny_model("llama", head_dim=8, num_attention_heads=4).config.to_dict()
+    assert "multiple of 16" in unsupported_reason(config)
