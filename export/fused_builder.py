@@ -194,12 +194,12 @@ class GraphBuilder:
         product = self.node("Mul", [act, up], [name + "/act"])[0]
         return self.linear(product, name + "/down", [down])
 
-    def rotary_cache(self, name: str, theta: float, factor: float = 1.0) -> tuple[str, str]:
+    def rotary_cache(self, theta: float, factor: float = 1.0, suffix: str = "") -> tuple[str, str]:
         """cos/sin tables (positions, head_dim / 2) for rotate-half rotary embedding; `factor` is linear scaling."""
         positions = int(self.c.get("max_position_embeddings", 4096))
         inv_freq = 1.0 / theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim) / factor
         angles = np.outer(np.arange(positions, dtype=np.float64), inv_freq)
-        return self.weight(name + "_cos_cache", np.cos(angles)), self.weight(name + "_sin_cache", np.sin(angles))
+        return self.weight("cos_cache" + suffix, np.cos(angles)), self.weight("sin_cache" + suffix, np.sin(angles))
 
     def logits(self, normed: str, head: np.ndarray | None, softcap: float | None = None) -> None:
         """The LM head on the last num_logits_to_keep positions (see logits_slice.py); `head` None: tied to the embedding."""

@@ -37,8 +37,8 @@ def build(b: GraphBuilder) -> None:
     c, w = b.c, b.w
     norm = lambda name: 1.0 + w[name]  # noqa: E731  Gemma's RMSNorm scales by (1 + weight)
     rotary = {
-        "global": b.rotary_cache("rope_global", float(c.get("rope_theta", 1_000_000.0)), rope_factor(c)),
-        "local": b.rotary_cache("rope_local", float(c.get("rope_local_base_freq", 10_000.0))),
+        "global": b.rotary_cache(float(c.get("rope_theta", 1_000_000.0)), rope_factor(c), "_global"),
+        "local": b.rotary_cache(float(c.get("rope_local_base_freq", 10_000.0)), suffix="_local"),
     }
     scale = float(c.get("query_pre_attn_scalar") or b.head_dim) ** -0.5
     embed_scale = np.float32(math.sqrt(c["hidden_size"]))  # transformers: torch.tensor(hidden ** 0.5), float32

@@ -78,7 +78,7 @@ def layer_weights(weights: dict[str, np.ndarray], i: int) -> dict[str, np.ndarra
 
 def decoder(b: GraphBuilder, weights_of_layer) -> None:
     """Embedding, the layers, the final norm and the LM head: the whole llama-style graph."""
-    rotary = b.rotary_cache("rope", float(b.c.get("rope_theta", 10000.0)), rope_factor(b.c))
+    rotary = b.rotary_cache(float(b.c.get("rope_theta", 10000.0)), rope_factor(b.c))
     residual, pending = b.embed(b.w["model.embed_tokens.weight"]), None
     for i, window in enumerate(layer_windows(b.c)):
         pending, residual = llama_layer(b, i, pending, residual, rotary, window, weights_of_layer(b.w, i))
