@@ -32,6 +32,7 @@ from .logits_slice import INPUT as KEEP_INPUT
 
 MS = "com.microsoft"
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")  # hidden_act values gated_mlp writes
+KV_DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}  # the KV cache, as the manifest names it
 
 
 def load_weights(folder: Path) -> dict[str, np.ndarray]:
@@ -69,8 +70,11 @@ def layer_windows(config: dict) -> list[int | None]:
 class GraphBuilder:
     """Collects nodes and initializers; the graph inputs and the attention bookkeeping are made up front."""
 
-    def __init__(self, config: dict, weights: dict[str, np.ndarray]):
+    def __init__(self, config: dict, weights: dict[str, np.ndarray], kv_dtype: str = "float32"):
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype {kv_dtype!r} is not one of {', '.join(KV_DTYPES)}")
         self.c, self.w = config, weights
+        self.kv_type = KV_DTYPES[kv_dtype]  # the cache's element type; attention runs in it
         self.heads = config["num_attention_heads"]
         self.kv_heads = config.get("num_key_value_heads") or self.heads
         self.head_dim = config.get("head_dim") or config["hidden_size"] // self.heads
@@ -86,7 +90,7 @@ class GraphBuilder:
         past_shape = ["batch_size", self.kv_heads, "past_sequence_length", self.head_dim]
         for i in range(self.layers):
             for kind in ("key", "value"):
-                self.inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, past_shape))
+                self.inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", self.kv_type, past_shape))
         self.inputs.append(helper.make_tensor_value_info(KEEP_INPUT, TensorProto.INT64, [1]))
 
         # GroupQueryAttention wants, per sequence, the index of its last token, and the total length (int32)
@@ -170,14 +174,18 @@ class GraphBuilder:
         if softcap:
             attrs["softcap"] = float(softcap)
         cos, sin = rotary
+        if self.kv_type != TensorProto.FLOAT:  # a half-precision cache: attention takes and gives that type
+            q, k, v = (self.node("Cast", [x], [x + "/half"], to=self.kv_type)[0] for x in (q, k, v))
         out = self.node(
             "GroupQueryAttention",
             [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k", "total_sequence_length", cos, sin],
             [f"layer{i}/attn", f"present.{i}.key", f"present.{i}.value"], domain=MS, **attrs,
         )
         present_shape = ["batch_size", self.kv_heads, "total_sequence_length", self.head_dim]
-        self.outputs += [helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, present_shape)
+        self.outputs += [helper.make_tensor_value_info(f"present.{i}.{kind}", self.kv_type, present_shape)
                          for kind in ("key", "value")]
+        if self.kv_type != TensorProto.FLOAT:
+            return self.node("Cast", [out[0]], [out[0] + "/float"], to=TensorProto.FLOAT)[0]
         return out[0]
 
     def gated_mlp(self, x: str, name: str, gate_up: list[np.ndarray], down: np.ndarray, activation: str) -> str:
@@ -199,7 +207,9 @@ class GraphBuilder:
         positions = int(self.c.get("max_position_embeddings", 4096))
         inv_freq = 1.0 / theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim) / factor
         angles = np.outer(np.arange(positions, dtype=np.float64), inv_freq)
-        return self.weight("cos_cache" + suffix, np.cos(angles)), self.weight("sin_cache" + suffix, np.sin(angles))
+        dtype = helper.tensor_dtype_to_np_dtype(self.kv_type)  # GroupQueryAttention takes them in the cache's type
+        cos = self.const("cos_cache" + suffix, np.cos(angles).astype(dtype))
+        return cos, self.const("sin_cache" + suffix, np.sin(angles).astype(dtype))
 
     def logits(self, normed: str, head: np.ndarray | None, softcap: float | None = None) -> None:
         """The LM head on the last num_logits_to_keep positions (see logits_slice.py); `head` None: tied to the embedding."""

@@ -37,10 +37,14 @@ def builder_name(config: dict) -> str:
     return "fused-" + FAMILIES[config["model_type"]].__name__.rsplit(".fused_", 1)[1]
 
 
-def build_fused_graph(hf_folder: Path, out_path: Path, config: dict | None = None) -> Path:
-    """Writes the fused fp32 graph for the model in `hf_folder` to `out_path` (with external data)."""
+def build_fused_graph(hf_folder: Path, out_path: Path, config: dict | None = None, kv_dtype: str = "float32") -> Path:
+    """Writes the fused fp32 graph for the model in `hf_folder` to `out_path` (with external data).
+
+    `kv_dtype` "float16" keeps the KV cache (and attention) in half precision: half the bytes
+    read per step at long contexts; the weights and the rest of the graph stay as they are.
+    """
     config = config or read_config(hf_folder)
-    builder = GraphBuilder(config, load_weights(hf_folder))
+    builder = GraphBuilder(config, load_weights(hf_folder), kv_dtype)
     FAMILIES[config["model_type"]].build(builder)
     model = builder.finish(f"edgelm-{builder_name(config)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,20 +48,20 @@ def save(model, folder):
     return folder
 
 
-def export_fp32(model, tmp_path, graph: str = "fused"):
+def export_fp32(model, tmp_path, graph: str = "fused", kv_dtype: str = "float32"):
     from edgelm.export import export_model
 
     export_model(str(save(model, tmp_path / "hf")), tmp_path / "onnx", precision="fp32", graph=graph, check=False,
-                 quiet=True)
+                 quiet=True, kv_dtype=kv_dtype)
     return edgelm.load(tmp_path / "onnx")
 
 
-def check_logits(edgelm_model, torch_model, text: str = LONG_PROMPT) -> None:
+def check_logits(edgelm_model, torch_model, text: str = LONG_PROMPT, atol: float = 1e-4) -> None:
     ids = np.array([edgelm_model.encode(text)], dtype=np.int64)
     onnx_logits = edgelm_model.runner.forward(ids, edgelm_model.runner.new_cache(), all_logits=True)
     with torch.no_grad():
         torch_logits = torch_model(torch.from_numpy(ids)).logits.numpy()
-    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=atol, rtol=0)
 
 
 def check_greedy(edgelm_model, torch_model, text: str = LONG_PROMPT, new_tokens: int = 24) -> None:
@@ -74,7 +74,7 @@ def check_greedy(edgelm_model, torch_model, text: str = LONG_PROMPT, new_tokens:
     assert list(edgelm_model.generate_ids(prompt, edgelm_model.config(max_new_tokens=new_tokens))) == expected
 
 
-def check_cache(edgelm_model, text: str = LONG_PROMPT) -> None:
+def check_cache(edgelm_model, text: str = LONG_PROMPT, atol: float = 1e-4) -> None:
     """One token a step through the cache gives the logits of one full pass, past the sliding window too."""
     runner = edgelm_model.runner
     ids = np.array([edgelm_model.encode(text)], dtype=np.int64)
@@ -83,4 +83,4 @@ def check_cache(edgelm_model, text: str = LONG_PROMPT) -> None:
     runner.forward(ids[:, :3], cache)
     for position in range(3, ids.shape[1]):
         step = runner.forward(ids[:, position : position + 1], cache)[0]
-        np.testing.assert_allclose(step, full[position], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(step, full[position], atol=atol, rtol=0)

@@ -67,3 +67,28 @@ def test_unknown_family_and_odd_head_size_are_refused():
     assert "is not one of" in unsupported_reason({"model_type": "gpt2"})
     config = tiny_model("llama", head_dim=8, num_attention_heads=4).config.to_dict()
     assert "multiple of 16" in unsupported_reason(config)
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "qwen3"])
+def test_float16_kv_cache(model_type, tmp_path):
+    import numpy as np
+
+    model = tiny_model(model_type)
+    exported = export_fp32(model, tmp_path, kv_dtype="float16")
+    assert exported.manifest.kv.dtype == "float16" and exported.manifest.kv.shared_buffer
+    cache = exported.runner.new_cache()
+    exported.runner.forward(np.array([exported.encode("Hi")]), cache)
+    assert all(value.numpy().dtype == np.float16 for value in cache.values)
+    check_logits(exported, model, atol=2e-3)  # half-precision keys and values: close, not equal
+    check_cache(exported, atol=2e-3)
+
+
+def test_float16_kv_cache_needs_the_fused_graph(tmp_path):
+    from edgelm.export import export_model
+
+    folder = save(tiny_model("llama"), tmp_path / "hf")
+    with pytest.raises(EdgelmError, match="kv_dtype='float16' needs edgelm's fused graph"):
+        export_model(str(folder), tmp_path / "out", precision="fp32", graph="optimum", kv_dtype="float16", check=False,
+                     quiet=True)
+    with pytest.raises(EdgelmError, match="kv_dtype='bf16' is invalid"):
+        export_model(str(folder), tmp_path / "out", kv_dtype="bf16", check=False, quiet=True)
