@@ -108,7 +108,7 @@ class GraphBuilder:
         return self.const(name, np.asarray(array, dtype=np.float32))
 
     def const(self, name: str, array: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.inits.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs) -> list[str]:
@@ -203,13 +203,32 @@ class GraphBuilder:
         return self.linear(product, name + "/down", [down])
 
     def rotary_cache(self, theta: float, factor: float = 1.0, suffix: str = "") -> tuple[str, str]:
-        """cos/sin tables (positions, head_dim / 2) for rotate-half rotary embedding; `factor` is linear scaling."""
+        """cos/sin tables (positions, head_dim / 2) for rotate-half rotary embedding; `factor` is linear scaling.
+
+        Written as nodes on constants (positions * inv_freq -> Cos, Sin), which onnxruntime folds
+        into tables once when the session loads: Gemma's 4 tables of 32,768 positions would be
+        64 MB of the folder. In float32 as transformers computes them.
+        """
         positions = int(self.c.get("max_position_embeddings", 4096))
-        inv_freq = 1.0 / theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim) / factor
-        angles = np.outer(np.arange(positions, dtype=np.float64), inv_freq)
-        dtype = helper.tensor_dtype_to_np_dtype(self.kv_type)  # GroupQueryAttention takes them in the cache's type
-        cos = self.const("cos_cache" + suffix, np.cos(angles).astype(dtype))
-        return cos, self.const("sin_cache" + suffix, np.sin(angles).astype(dtype))
+        exponents = np.arange(0, self.head_dim, 2, dtype=np.float32) / np.float32(self.head_dim)
+        inv_freq = (np.float32(1.0) / np.float32(theta) ** exponents / np.float32(factor)).astype(np.float32)
+        name = "rope" + suffix
+        self.const(name + "/limit", np.array(positions, dtype=np.float32))
+        self.const(name + "/zero", np.array(0, dtype=np.float32))
+        self.const(name + "/step", np.array(1, dtype=np.float32))
+        self.node("Range", [name + "/zero", name + "/limit", name + "/step"], [name + "/positions"])  # (positions,)
+        self.const(name + "/axis", np.array([1], dtype=np.int64))
+        self.node("Unsqueeze", [name + "/positions", name + "/axis"], [name + "/column"])  # (positions, 1)
+        self.node("Mul", [name + "/column", self.weight(name + "/inv_freq", inv_freq)], [name + "/angles"])
+        tables = []
+        for fn in ("Cos", "Sin"):
+            table = fn.lower() + "_cache" + suffix  # (positions, head_dim / 2)
+            if self.kv_type == TensorProto.FLOAT:
+                tables.append(self.node(fn, [name + "/angles"], [table])[0])
+            else:  # GroupQueryAttention takes them in the cache's type
+                self.node(fn, [name + "/angles"], [table + "/float"])
+                tables.append(self.node("Cast", [table + "/float"], [table], to=self.kv_type)[0])
+        return tables[0], tables[1]
 
     def logits(self, normed: str, head: np.ndarray | None, softcap: float | None = None) -> None:
         """The LM head on the last num_logits_to_keep positions (see logits_slice.py); `head` None: tied to the embedding."""
