@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgelm.errors import EdgelmError
+
 from . import fused_gemma3, fused_llama, fused_phi3
 from .fused_builder import GraphBuilder, load_weights
 from .quantize import save_graph
@@ -45,7 +47,11 @@ def build_fused_graph(hf_folder: Path, out_path: Path, config: dict | None = Non
     """
     config = config or read_config(hf_folder)
     builder = GraphBuilder(config, load_weights(hf_folder), kv_dtype)
-    FAMILIES[config["model_type"]].build(builder)
+    try:
+        FAMILIES[config["model_type"]].build(builder)
+    except KeyError as exc:  # a checkpoint laid out differently from what transformers saves for this model_type
+        raise EdgelmError(f"the fused {builder_name(config)} graph needs the weight {exc.args[0]!r}, which "
+                          f"{hf_folder} does not have; use --graph optimum") from exc
     model = builder.finish(f"edgelm-{builder_name(config)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_graph(model, out_path)

@@ -92,3 +92,16 @@ def test_float16_kv_cache_needs_the_fused_graph(tmp_path):
                      quiet=True)
     with pytest.raises(EdgelmError, match="kv_dtype='bf16' is invalid"):
         export_model(str(folder), tmp_path / "out", kv_dtype="bf16", check=False, quiet=True)
+
+
+def test_a_checkpoint_without_the_expected_weights_is_refused_by_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from edgelm.export.fused_graph import build_fused_graph
+
+    folder = save(tiny_model("qwen3"), tmp_path / "hf")
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(EdgelmError, match="needs the weight 'model.layers.1.mlp.up_proj.weight'.*--graph optimum"):
+        build_fused_graph(folder, tmp_path / "out" / "model.onnx")
