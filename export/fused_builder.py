@@ -178,7 +178,8 @@ class GraphBuilder:
             q, k, v = (self.node("Cast", [x], [x + "/half"], to=self.kv_type)[0] for x in (q, k, v))
         out = self.node(
             "GroupQueryAttention",
-            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k", "total_sequence_length", cos, sin],
+            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k", "total_sequence_length",
+             cos, sin],
             [f"layer{i}/attn", f"present.{i}.key", f"present.{i}.value"], domain=MS, **attrs,
         )
         present_shape = ["batch_size", self.kv_heads, "total_sequence_length", self.head_dim]
@@ -248,7 +249,8 @@ class GraphBuilder:
         else:
             self.node("MatMul", [kept, head_t], ["logits"])
         vocab = self.w["model.embed_tokens.weight"].shape[0]
-        self.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "kept_positions", vocab]))
+        logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "kept_positions", vocab])
+        self.outputs.insert(0, logits)
 
     def finish(self, name: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.inits)
