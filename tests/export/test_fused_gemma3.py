@@ -48,3 +48,22 @@ def test_graph_uses_fused_ops_only(gemma):
                if a.name == "local_window_size"]
     assert windows == [4, 4]  # layers 0 and 2 slide; layer 1 is global
     assert ops.count("FastGelu") == 3 and "Softmax" not in ops
+
+
+def test_int4_on_the_fused_graph_shares_the_tied_table(tmp_path):
+    import onnx
+
+    import edgelm
+    from edgelm.export import export_model
+
+    from .fused_models import save
+
+    folder = save(tiny_model("gemma3_text"), tmp_path / "hf")
+    manifest = export_model(str(folder), tmp_path / "int4", precision="int4", int4_method="rtn", symmetric=False,
+                            share_tied_table=True, check=False, quiet=True)
+    assert manifest.graph_builder == "fused-gemma3" and manifest.quantization["tied_table"]
+    graph = onnx.load(str(tmp_path / "int4" / "model.onnx"), load_external_data=False).graph
+    gather = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    assert gather.input[0] in {n.input[1] for n in graph.node if n.op_type == "MatMulNBits"}
+    model = edgelm.load(tmp_path / "int4")
+    assert len(list(model.generate_ids(model.encode("Hi"), model.config(max_new_tokens=4, eos_token_ids=())))) == 4
