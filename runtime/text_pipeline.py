@@ -91,11 +91,16 @@ class TextGenerationPipeline:
         return_full_text: bool = True,
         stop_strings: str | list[str] | None = None,
         seed: int | None = None,
+        json_schema=None,
+        regex: str | None = None,
+        grammar: str | None = None,
     ):
         """Continues one text, a list of texts, or one chat (a list of role/content dicts).
 
         Args mirror transformers: `max_length` counts prompt and new tokens, `max_new_tokens`
         only new ones (it wins when both are given); sampling happens only with `do_sample=True`.
+        `json_schema` (a dict or pydantic model), `regex` or `grammar` (Lark or GBNF) constrain
+        the new text (needs llguidance: pip install 'edgelm[json]').
         Returns:
             [{'generated_text': str}] per sequence; a list of such lists for a list of texts.
         Raises:
@@ -118,7 +123,7 @@ class TextGenerationPipeline:
             raise EdgelmError("do_sample=True with temperature=0 cannot sample (as in transformers): "
                               "pass do_sample=False for greedy decoding, or a temperature > 0")
         settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-                        seed=check_seed("seed", seed))
+                        seed=check_seed("seed", seed), json_schema=json_schema, regex=regex, grammar=grammar)
         if stop_strings is not None:
             settings["stop"] = check_strings("stop_strings", stop_strings)
         if sample:  # the model's own sampling defaults, else transformers' (temperature 1, top-k 50)
@@ -147,12 +152,14 @@ class TextGenerationPipeline:
             return max(0, max_length - prompt_len)
         return self.model.defaults.max_new_tokens
 
-    def _continuations(self, ids: list[int], budget: int, settings: dict, n: int) -> list[str]:
+    def _continuations(self, ids: list[int], budget: int, settings: dict, n: int, reuse_prefix: bool = False
+                       ) -> list[str]:
         """n generated texts for the same prompt ids; seeds step by one so sampled sequences differ."""
         seed = settings.get("seed")
         return [
             "".join(self.model.stream_ids(ids, self.model.config(
-                max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i))))
+                max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i)),
+                reuse_prefix=reuse_prefix))
             for i in range(n)
         ]
 
@@ -163,12 +170,11 @@ class TextGenerationPipeline:
         return [{"generated_text": prefix + new} for new in self._continuations(ids, budget, settings, n)]
 
     def _chat(self, messages, max_length, max_new_tokens, settings, n):
-        prompt = self.model.chat_template.render(messages, add_generation_prompt=True)
-        ids = self.model.encode(prompt, add_special_tokens=False)
+        ids = self.model.chat_ids(messages)
         budget = self._budget(len(ids), max_length, max_new_tokens)
         return [
             {"generated_text": [*messages, {"role": "assistant", "content": reply}]}
-            for reply in self._continuations(ids, budget, settings, n)
+            for reply in self._continuations(ids, budget, settings, n, reuse_prefix=True)
         ]
 
 
