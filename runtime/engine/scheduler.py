@@ -20,7 +20,7 @@ class Scheduler:
 
     Args:
         max_batch: sequences decoded together at most (rows of the cache).
-        max_waiting: sequences queued at most beyond those; None for no limit.
+        max_waiting: sequences queued at most beyond the `max_batch` rows (waiting or running); None for no limit.
     """
 
     def __init__(self, max_batch: int, max_waiting: int | None = None):
@@ -33,9 +33,10 @@ class Scheduler:
     def add(self, seqs: list[Sequence]) -> None:
         """Queues `seqs` together, or none of them (QueueFull)."""
         with self.lock:
-            if self.max_waiting is not None and len(self.waiting) + len(seqs) > self.max_waiting:
-                raise QueueFull(f"{len(self.waiting)} requests are already waiting (the most is {self.max_waiting}); "
-                                "try again later")
+            queued = len(self.waiting) + len(self.running)
+            if self.max_waiting is not None and queued + len(seqs) > self.max_batch + self.max_waiting:
+                raise QueueFull(f"{queued} sequences are already running or waiting (the most is "
+                                f"{self.max_batch} running and {self.max_waiting} waiting); try again later")
             self.waiting.extend(seqs)
 
     def admit(self) -> list[Sequence]:

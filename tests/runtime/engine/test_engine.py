@@ -10,10 +10,11 @@ from edgelm.generation import generate_tokens
 PROMPTS = ["Hi", "Hello there, how are", "A", "The quick brown fox jumps over the lazy dog and", "xyz 123", "Once"]
 
 
-@pytest.fixture(scope="module", params=[("llama", "auto"), ("llama", "optimum"), ("gpt2", "auto")],
-                ids=["fused-shared", "optimum-concat", "gpt2-concat"])
+@pytest.fixture(scope="module", params=[("llama", "fp32", "auto"), ("llama", "int4", "auto"), ("llama", "fp32", "optimum"),
+                                        ("gpt2", "fp32", "auto")],
+                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat"])
 def model(request, exported):
-    return edgelm.load(exported(request.param[0], "fp32", request.param[1]))
+    return edgelm.load(exported(*request.param))
 
 
 def alone(model, ids, config):
@@ -93,7 +94,7 @@ def test_zero_budget_and_queue_limit(model):
     engine = engine_for(model, max_batch=1, max_waiting=1)
     (seq,) = engine.generate([engine.sequence(model.encode("Hi"), model.config(max_new_tokens=0))])
     assert seq.tokens == [] and seq.finish_reason == "length"
-    engine.add([engine.sequence(model.encode("Hi"), model.config(max_new_tokens=2))])
+    engine.add([engine.sequence(model.encode("Hi"), model.config(max_new_tokens=2)) for _ in range(2)])
     with pytest.raises(QueueFull):
         engine.add([engine.sequence(model.encode("Hi"), model.config(max_new_tokens=2))])
 
