@@ -8,7 +8,7 @@ import onnxruntime as ort
 from ..errors import EdgelmError
 from ..kv_cache import ConcatCache
 from ..session import GraphRunner
-from .slots import PaddedCache, SlotCache
+from .slots import PaddedCache, RowCaches, SlotCache
 
 
 class BatchRunner:
@@ -24,9 +24,13 @@ class BatchRunner:
         if runner.device != "cpu":
             raise EdgelmError(f"batched generation runs on the CPU for now; this model was loaded on {runner.device!r}")
         self.shared = kv.shared_buffer  # the fused graph: GroupQueryAttention reads per-row lengths from the mask
-        layout = SlotCache if self.shared else PaddedCache
-        self.cache: SlotCache | PaddedCache = layout(kv.num_kv_heads, kv.head_dim, len(runner.past_names),
-                                                     runner.kv_dtype)
+        self.cache: SlotCache | PaddedCache | RowCaches
+        if self.shared:
+            self.cache = SlotCache(kv.num_kv_heads, kv.head_dim, len(runner.past_names), runner.kv_dtype)
+        elif "position_ids" in runner.inputs:  # padding is masked, and each row's positions are given
+            self.cache = PaddedCache(kv.num_kv_heads, kv.head_dim, len(runner.past_names), runner.kv_dtype)
+        else:  # positions come from the cache length inside the graph: padding would shift them
+            self.cache = RowCaches()
 
     @property
     def size(self) -> int:
@@ -42,6 +46,11 @@ class BatchRunner:
             except BaseException:
                 self.cache.remove(row)
                 raise
+        if isinstance(self.cache, RowCaches):
+            single = self.runner.new_cache()
+            logits = self.runner.prefill(ids, single)[0]
+            self.cache.add(single)
+            return logits
         kv = self.runner.manifest.kv
         single = ConcatCache((1, kv.num_kv_heads, kv.head_dim), len(self.runner.past_names), self.runner.kv_dtype, "cpu")
         logits = self.runner.prefill(ids, single)[0]
@@ -58,6 +67,8 @@ class BatchRunner:
         n = tokens.shape[0]
         if n != cache.size:
             raise EdgelmError(f"decode got {n} tokens for {cache.size} rows")  # a bug in the caller, not the user
+        if isinstance(cache, RowCaches):  # one run per row
+            return np.stack([runner.forward(tokens[i : i + 1, None], c)[0] for i, c in enumerate(cache.caches)])
         step = cache.step_inputs()  # attention_mask (n, total), position_ids (n, 1)
         binding = cache.binding(runner.session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(tokens, dtype=np.int64).reshape(n, 1))

@@ -8,6 +8,8 @@ Two layouts, chosen by the manifest like the single-sequence caches in kv_cache.
 - PaddedCache (concat, optimum's graphs): rows are left-padded to a common width; the graph
   masks the padding through attention_mask and gets each row's positions in position_ids. Left
   padding keeps a row's tokens contiguous, so sliding-window masks still measure true distances.
+- RowCaches (concat graphs without a position_ids input): a single-sequence cache per row, run
+  row by row, since such graphs take positions from the cache length and padding would shift them.
 
 Rows stay packed: a leaving row is replaced by the last one (`remove` returns which row moved),
 so a step always runs rows [0, n).
@@ -203,3 +205,29 @@ def _left_pad(array: np.ndarray, pad: int) -> np.ndarray:
     if pad == 0:
         return array
     return np.pad(array, ((0, 0), (0, 0), (pad, 0), (0, 0)))
+
+
+class RowCaches:
+    """One single-sequence cache per row, decoded one row at a time.
+
+    For concat graphs without a `position_ids` input: they derive positions from the cache
+    length, so a left-padded row would get its padding counted as positions. Such models
+    still join and leave between steps, but gain no speed from sharing a step.
+    """
+
+    def __init__(self):
+        self.caches: list = []  # ConcatCache or SharedBufferCache, one per row
+
+    @property
+    def size(self) -> int:
+        return len(self.caches)
+
+    def add(self, cache) -> int:
+        self.caches.append(cache)
+        return self.size - 1
+
+    def remove(self, row: int) -> int:
+        last = self.size - 1
+        self.caches[row] = self.caches[last]
+        self.caches.pop()
+        return last if row != last else -1

@@ -11,10 +11,19 @@ PROMPTS = ["Hi", "Hello there, how are", "A", "The quick brown fox jumps over th
 
 
 @pytest.fixture(scope="module", params=[("llama", "fp32", "auto"), ("llama", "int4", "auto"), ("llama", "fp32", "optimum"),
-                                        ("gpt2", "fp32", "auto")],
-                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat"])
+                                        ("gpt2", "fp32", "auto"), ("gemma3_text", "fp32", "auto")],
+                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat", "gemma3-rows"])
 def model(request, exported):
     return edgelm.load(exported(*request.param))
+
+
+def test_the_cache_layout_follows_the_graph(model):
+    """Shared buffer: slots; concat with position_ids: left padding; concat without: a cache per row."""
+    from edgelm.engine.slots import PaddedCache, RowCaches, SlotCache
+
+    expected = SlotCache if model.manifest.kv.shared_buffer else \
+        PaddedCache if "position_ids" in model.manifest.graph_inputs else RowCaches
+    assert isinstance(engine_for(model).batch.cache, expected)
 
 
 def alone(model, ids, config):
