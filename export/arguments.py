@@ -41,6 +41,8 @@ def check_export_args(args: dict) -> None:
         raise EdgelmError(f"int4_method={args['int4_method']!r} is invalid: use one of {', '.join(INT4_METHODS)}")
     if "graph" in args and args["graph"] not in GRAPHS:
         raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
+    if args.get("share_tied_table") is not None:
+        check_bool("share_tied_table", args["share_tied_table"])
     for flag in ("check", "force", "quiet"):
         if flag in args and not (flag == "check" and args[flag] is None):  # check=None: follow $EDGELM_VALIDATE
             check_bool(flag, args[flag])

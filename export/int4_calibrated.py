@@ -25,6 +25,7 @@ from .calibration import CALIBRATION_TOKENS, POSITIONS, calibration_text, collec
 from .gptq import DAMPING, gptq_int4
 from .int4_blocks import RATIOS, Int4Matrix, rtn_int4
 from .logits_slice import find_lm_head
+from .progress import progress_bar
 from .quantize import _count, _drop_unused_initializers, materialize_transposed_weights, save_graph
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
     head = find_lm_head(model).name if lm_head_bits != 4 else None
     inits = {i.name: i for i in model.graph.initializer}
     nodes, added, report = [], [], {"matmuls": 0, "float_matmuls": [], "embedding": "float"}
-    for node in model.graph.node:
+    for node in progress_bar(list(model.graph.node), description="GPTQ int4, graph nodes"):
         is_matmul = node.op_type == "MatMul" and node.name != head and node.input[1] in inits
         is_gather = node.op_type == "Gather" and node.input[0] in inits
         weight = numpy_helper.to_array(inits[node.input[1 if is_matmul else 0]]) if is_matmul or is_gather else None

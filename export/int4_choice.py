@@ -65,19 +65,14 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
 
     if len(candidates) == 1:
         return write(candidates[0], dst)
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(dst.parent / manifest.tokens.tokenizer_file))
-    ids = np.array([tokenizer.encode(scoring_text()).ids[: min(SCORING_TOKENS, manifest.context_length)]])
+    ids = scoring_ids(dst.parent, manifest)
     scored = {}
     for candidate in candidates:
         label = f"{candidate[0]} {'symmetric' if candidate[1] else 'asymmetric'}"
         folder = work / ("int4-" + label.replace(" ", "-"))
         folder.mkdir(parents=True)
         result = write(candidate, folder / dst.name)
-        runner = GraphRunner(folder, replace(manifest, graph_file=dst.name))
-        score = perplexity(runner.forward(ids, runner.new_cache(), all_logits=True), ids)
-        del runner  # release the session before the files move
+        score = scoring_perplexity(folder / dst.name, manifest, ids)
         logger.info("int4 %s: perplexity %.3f on the scoring text", label, score)
         scored[label] = (score, folder, result)
     best = min(scored, key=lambda label: scored[label][0])
@@ -91,3 +86,19 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
         "scoring_text": "pydoc_data.topics sections held out from calibration and evaluation",
     }
     return result
+
+
+def scoring_ids(folder: Path, manifest: Manifest) -> np.ndarray:
+    """(1, tokens) ids of the held-out scoring text, with the tokenizer in `folder`."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file))
+    return np.array([tokenizer.encode(scoring_text()).ids[: min(SCORING_TOKENS, manifest.context_length)]])
+
+
+def scoring_perplexity(graph_path: Path, manifest: Manifest, ids: np.ndarray) -> float:
+    """Perplexity of the graph at `graph_path` on `ids` (scoring_ids)."""
+    runner = GraphRunner(graph_path.parent, replace(manifest, graph_file=graph_path.name))
+    score = perplexity(runner.forward(ids, runner.new_cache(), all_logits=True), ids)
+    del runner  # release the session before the files move
+    return score

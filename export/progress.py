@@ -47,7 +47,7 @@ def quiet_libraries():
     root = logging.getLogger()
     root_handlers, root_level = list(root.handlers), root.level
     with warnings.catch_warnings():  # also drops the filters torch, sympy and urllib3 add when first imported
-        _configure_transformers_logging()
+        bars_were_on = _transformers_progress_bars(False)  # its GGUF loader draws one; edgelm's steps say it
         loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
         saved = [(one, one.level) for one in loggers]
         warnings.simplefilter("ignore", FutureWarning)
@@ -57,6 +57,7 @@ def quiet_libraries():
         try:
             yield
         finally:
+            _transformers_progress_bars(bars_were_on)
             for one, level in saved:
                 one.setLevel(level)
             if root.handlers != root_handlers or root.level != root_level:  # a library's basicConfig
@@ -64,13 +65,35 @@ def quiet_libraries():
                 root.setLevel(root_level)
 
 
-def _configure_transformers_logging() -> None:
-    """transformers sets its logger's level the first time it logs; make that happen before we set ours."""
+def _transformers_progress_bars(on: bool) -> bool:
+    """Turns transformers' tqdm bars on or off; returns whether they were on.
+
+    Also makes transformers set its logger's level (it does so the first time it logs) before we set ours.
+    """
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
-        return
+        return True
     hf_logging.get_logger("transformers")
+    was_on = hf_logging.is_progress_bar_enabled()
+    if on != was_on:
+        hf_logging.enable_progress_bar() if on else hf_logging.disable_progress_bar()
+    return was_on
+
+
+def progress_bar(items, total: int | None = None, description: str = "", quiet: bool = False):
+    """`items` wrapped in a tqdm bar on stderr when someone is watching, else `items` unchanged.
+
+    Watching means: `edgelm.export` logs at INFO (the `edgelm` command, or an application that
+    asked for it) and stderr is a terminal, so that logs written to files stay one line per step.
+    """
+    import sys
+
+    if quiet or not logger.isEnabledFor(logging.INFO) or not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 class Progress:

@@ -12,7 +12,12 @@ DATA_SUFFIX = ".data"
 
 
 def save_graph(model: onnx.ModelProto, path: Path) -> None:
-    """Saves with the weights in one external file beside the graph (`model.onnx.data`)."""
+    """Saves with the weights in one external file beside the graph (`model.onnx.data`).
+
+    onnx appends to an existing data file, so one left by an earlier save of the same path is
+    removed first (the model's tensors are in memory by then).
+    """
+    (path.parent / (path.name + DATA_SUFFIX)).unlink(missing_ok=True)
     onnx.save_model(
         model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
         location=path.name + DATA_SUFFIX, size_threshold=1024,

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(int8 activations too: fastest prompts, much lower quality)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
                         help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
+    export.add_argument("--share-tied-table", action=argparse.BooleanOptionalAction, default=None,
+                        help="one quantized table for a tied embedding and LM head (default: for gguf always, "
+                             "where it changes no value; at int4/int8 when perplexity rises by at most 0.5%%)")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -195,6 +198,11 @@ def _add_generation_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeated tokens")
     sub.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     sub.add_argument("--seed", type=int, default=None, help="random seed, for repeatable sampling")
+    sub.add_argument("--json-schema", default=None,
+                     help="output JSON valid under this schema: JSON text or a .json file (needs edgelm[json])")
+    sub.add_argument("--regex", default=None, help="output matching this regular expression (needs edgelm[json])")
+    sub.add_argument("--grammar", default=None,
+                     help="output following this Lark or GBNF grammar: its text or a file (needs edgelm[json])")
     sub.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     sub.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     sub.add_argument("--no-timings", action="store_true", help="do not print the timings line on stderr")
@@ -205,7 +213,20 @@ def _settings(args) -> dict:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         stop=tuple(args.stop) if args.stop else None, seed=args.seed,
+        json_schema=_text_or_file(args.json_schema, "--json-schema"), regex=args.regex,
+        grammar=_text_or_file(args.grammar, "--grammar"),
     )
+
+
+def _text_or_file(value: str | None, flag: str) -> str | None:
+    """The value itself, or the contents of the file it names."""
+    if value is None or value.lstrip().startswith(("{", "[")) or "\n" in value or not os.path.isfile(value):
+        return value
+    try:
+        with open(value, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgelmError(f"{flag} {value}: the file cannot be read ({exc})") from None
 
 
 def run_export(args) -> int:
@@ -216,7 +237,7 @@ def run_export(args) -> int:
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
-        int4_method=args.int4_method,
+        int4_method=args.int4_method, share_tied_table=args.share_tied_table,
         check=False if args.no_validate else None, force=args.force,
     )
     return 0
@@ -250,7 +271,15 @@ def run_generate(args) -> int:
     end_line()
     if not args.no_timings:
         print(f"[{model.last_timings.summary()}]", file=sys.stderr, flush=True)
+    warn_if_cut(args, model.last_timings)
     return 0
+
+
+def warn_if_cut(args, timings) -> None:
+    """Says on stderr when a constrained output was cut by --max-new-tokens (so it is not a whole document)."""
+    if (args.json_schema or args.regex or args.grammar) and timings.finish_reason == "length":
+        print(f"edgelm: the output was cut at {args.max_new_tokens} tokens before it was complete; "
+              "raise --max-new-tokens", file=sys.stderr, flush=True)
 
 
 def run_chat(args) -> int:

@@ -1,6 +1,8 @@
 """`edgelm chat`: one message, or a conversation with /help, /reset and /exit.
 
-stdout carries only the model's replies; prompts, command feedback and timings go to stderr.
+The conversation is a ChatSession: each turn runs only its own new tokens, and the timings line
+says how many of the prompt's tokens came from the cache. stdout carries only the model's
+replies; prompts, command feedback and timings go to stderr.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ def chat_loop(model, system: str | None, message: str | None, settings: dict, ti
     Returns:
         The exit status.
     """
-    start = [{"role": "system", "content": system}] if system else []
-    messages = list(start)
+    session = model.chat_session(system=system, **settings)
     if message is not None:
-        _reply(model, messages, message, settings, timings)
+        _reply(session, message, timings)
         return 0
     interactive = sys.stdin.isatty()
     if interactive:
@@ -48,26 +49,22 @@ def chat_loop(model, system: str | None, message: str | None, settings: dict, ti
         if command == "/help":
             print(HELP, file=sys.stderr)
         elif command == "/reset":
-            messages = list(start)
+            session.reset()
             print("(conversation cleared)", file=sys.stderr)
         elif command.startswith("/") and " " not in command:
             print(f"unknown command {command}; /help lists the commands", file=sys.stderr)
         else:
-            _reply(model, messages, text, settings, timings)
+            _reply(session, text, timings)
 
 
-def _reply(model, messages: list[dict], text: str, settings: dict, timings: bool) -> None:
-    """Streams the model's answer to `text` and adds both to `messages`."""
-    messages.append({"role": "user", "content": text})
-    pieces = []
-    for piece in model.chat_stream(messages, **settings):
-        pieces.append(piece)
+def _reply(session, text: str, timings: bool) -> None:
+    """Streams the model's answer to `text`; the session keeps both."""
+    for piece in session.stream(text):
         sys.stdout.write(piece)
         sys.stdout.flush()
     end_line()
-    messages.append({"role": "assistant", "content": "".join(pieces)})
     if timings:
-        print(f"[{model.last_timings.summary()}]", file=sys.stderr, flush=True)
+        print(f"[{session.last_timings.summary()}]", file=sys.stderr, flush=True)
 
 
 def end_line() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from .checks import check_int, check_number, check_seed, check_strings, is_int
+from .checks import check_bool, check_int, check_number, check_seed, check_strings, is_int
+from .constraints import json_schema_text
 from .errors import EdgelmError
 
 MIN_TEMPERATURE = 1e-5  # below this, softmax(logits / t) is the argmax anyway (and 1 / t may overflow): greedy
@@ -24,6 +25,10 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # stop strings; generation ends before any of them is emitted
     seed: int | None = None  # seed of the sampler, for repeatable sampling
     eos_token_ids: tuple[int, ...] | None = field(default=None)  # None: the model's own
+    json_schema: str | None = None  # output is JSON valid under this schema (a dict or pydantic model; kept as JSON text)
+    regex: str | None = None  # output matches this regular expression (Rust regex syntax)
+    grammar: str | None = None  # output follows this grammar (Lark or GBNF syntax)
+    logprobs: bool = False  # record each generated token's log-probability (Model.last_timings.logprobs)
 
     def __post_init__(self):
         name = "GenerationConfig."
@@ -46,6 +51,20 @@ class GenerationConfig:
                     "or a list of token ids (integers >= 0)"
                 )
             set_(self, "eos_token_ids", tuple(int(t) for t in ids))
+        set_(self, "json_schema", json_schema_text(name + "json_schema", self.json_schema))
+        for key in ("regex", "grammar"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise EdgelmError(f"{name}{key}={value!r:.60} is invalid: use None or a non-empty string")
+        chosen = [key for key in ("json_schema", "regex", "grammar") if getattr(self, key) is not None]
+        if len(chosen) > 1:
+            raise EdgelmError(f"{name}: {' and '.join(chosen)} are both set; constrain the output with one of them")
+        set_(self, "logprobs", check_bool(name + "logprobs", self.logprobs))
+
+    @property
+    def constrained(self) -> bool:
+        """True when the output must follow a JSON schema, a regular expression or a grammar."""
+        return self.json_schema is not None or self.regex is not None or self.grammar is not None
 
     @property
     def greedy(self) -> bool:

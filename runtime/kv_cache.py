@@ -6,6 +6,10 @@ Two layouts, chosen by the manifest (never by model type):
 - shared: the graph writes new positions into the past buffer in place (GroupQueryAttention
   with past and present bound to one buffer), so a step touches only its own positions. The
   buffer grows in blocks as the sequence does, never preallocated for the whole context.
+
+Both remember the token ids they hold (`tokens`, for batch 1) and can be cut back to a prefix
+(`truncate`), which is all that prefix reuse needs: a later prompt that starts with the same
+tokens runs only the rest.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ class ConcatCache:
 
     def __init__(self, shape: tuple[int, int, int], count: int, dtype: np.dtype, device: str):
         batch, heads, head_dim = shape
+        self.shape, self.dtype = shape, np.dtype(dtype)
         empty = np.zeros((batch, heads, 0, head_dim), dtype=dtype)  # a first step has no past
         self.values = [ort.OrtValue.ortvalue_from_numpy(empty, device) for _ in range(count)]
         self.device = device
         self.length = 0  # positions already in the cache
+        self.tokens: list[int] = []  # the token ids at those positions (batch 1; GraphRunner.forward keeps it)
         self.present_names: list[str] = []
 
     def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
@@ -42,6 +48,22 @@ class ConcatCache:
         self.values = presents
         self.length = total
 
+    def truncate(self, length: int) -> None:
+        """Keeps the first `length` positions: slices every past tensor (the graph concatenates onto them)."""
+        if length >= self.length:
+            return
+        self.values = [
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]), self.device)
+            for v in self.values  # (batch, kv_heads, length, head_dim)
+        ]
+        self.length = length
+        del self.tokens[length:]
+
+    @property
+    def nbytes(self) -> int:
+        batch, heads, head_dim = self.shape
+        return len(self.values) * batch * heads * self.length * head_dim * self.dtype.itemsize
+
 
 class SharedBufferCache:
     """One buffer per tensor, bound as both past input and present output; (batch, heads, capacity, head_dim)."""
@@ -52,6 +74,7 @@ class SharedBufferCache:
         self.values: list[ort.OrtValue] = []
         self.capacity = 0
         self.length = 0
+        self.tokens: list[int] = []  # the token ids at positions [0, length) (batch 1; GraphRunner.forward keeps it)
         self._binding: ort.IOBinding | None = None
         self._bound_capacity = 0
 
@@ -71,6 +94,18 @@ class SharedBufferCache:
 
     def update(self, binding, total: int) -> None:
         self.length = total  # the graph wrote positions [length, total) in place
+
+    def truncate(self, length: int) -> None:
+        """Keeps the first `length` positions: attention reads only up to the sequence length bound, and the
+        next run overwrites the positions after it."""
+        if length < self.length:
+            self.length = length
+            del self.tokens[length:]
+
+    @property
+    def nbytes(self) -> int:
+        batch, heads, head_dim = self.shape
+        return self.count * batch * heads * self.capacity * head_dim * np.dtype(self.dtype).itemsize
 
     def _reserve(self, total: int) -> None:
         """Grows every buffer to hold `total` positions (at least doubling, in whole blocks)."""

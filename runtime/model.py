@@ -6,15 +6,18 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .chat_session import ChatSession
 from .chat_template import ChatTemplate
 from .checks import check_bool, check_text, check_token_ids
 from .config import GenerationConfig
+from .constraints import make_constraint, tokenizer_info
 from .detokenizer import IncrementalDecoder
 from .engine import Engine
 from .errors import EdgelmError
 from .generation import Timings, generate_tokens
 from .integrity import verify_digests
 from .manifest import Manifest
+from .prefix_cache import PrefixCache
 from .session import GraphRunner
 from .stopping import StopStrings
 from .tokenizer import load_tokenizer
@@ -55,6 +58,9 @@ class Model:
             raise EdgelmError(f"manifest (edgelm.json) generation_defaults: {exc}; re-export the model") from None
         self._local = threading.local()  # timings belong to the thread that generated
         self._chat_template: ChatTemplate | None = None
+        self.prefix_cache = PrefixCache(self.runner.new_cache)  # recent chat caches, reused by common prefix
+        self._token_tables: dict[tuple[int, ...], object] = {}  # eos ids -> llguidance's tokenizer view
+        self._token_tables_lock = threading.Lock()
 
     @property
     def last_timings(self) -> Timings:
@@ -94,36 +100,79 @@ class Model:
         base = config or self.defaults
         return base.updated(**settings)
 
-    def generate_ids(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
+    def generate_ids(self, prompt_ids: list[int], config: GenerationConfig, cache=None) -> Iterator[int]:
         """The one generator underneath everything: new token ids, one at a time.
 
+        Args:
+            prompt_ids: the prompt's token ids.
+            config: the settings; json_schema, regex or grammar constrain the output.
+            cache: a key/value cache from `runner.new_cache()` to run in (and keep) instead of a new one;
+                what it already holds for a prefix of `prompt_ids` is reused.
         Raises:
-            EdgelmError: on an empty or over-long prompt, or an id outside the vocabulary.
+            EdgelmError: on an empty or over-long prompt, an id outside the vocabulary, or a schema,
+                regex or grammar that does not compile (or no llguidance to compile it).
         """
         prompt_ids = check_token_ids("prompt_ids", prompt_ids, self.manifest.vocab_size)
         if not isinstance(config, GenerationConfig):
             raise EdgelmError(f"config must be a GenerationConfig, got {type(config).__name__}")
         prompt_ids = self._checked_prompt(prompt_ids)
         eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
+        constraint = self.constraint(config, eos)
         timings = Timings()
         self.last_timings = timings
-        yield from generate_tokens(self.runner, prompt_ids, config, eos, self.manifest.context_length, timings)
+        yield from generate_tokens(self.runner, prompt_ids, config, eos, self.manifest.context_length, timings,
+                                   cache=cache, constraint=constraint)
 
-    def stream_ids(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[str]:
-        """Text pieces for generated tokens: complete characters only, cut before any stop string."""
+    def stream_ids(self, prompt_ids: list[int], config: GenerationConfig, cache=None,
+                   reuse_prefix: bool = False) -> Iterator[str]:
+        """Text pieces for generated tokens: complete characters only, cut before any stop string.
+
+        With `reuse_prefix` (and no `cache`), the cache of a recent generation that shares the longest
+        prefix with `prompt_ids` is reused, and kept afterwards for the next one (`self.prefix_cache`).
+        """
+        if cache is None and reuse_prefix:
+            cache = self.prefix_cache.take(prompt_ids)
+            try:
+                yield from self.stream_ids(prompt_ids, config, cache)
+            finally:
+                self.prefix_cache.put(cache)
+            return
         decoder = IncrementalDecoder(self.tokenizer, prompt_ids)
         stops = StopStrings(config.stop)
-        tokens = self.generate_ids(prompt_ids, config)
+        tokens = self.generate_ids(prompt_ids, config, cache)
         for token in tokens:
             piece = stops.feed(decoder.push(token))
             if piece:
                 yield piece
             if stops.stopped:
                 tokens.close()
+                self.last_timings.finish_reason = "stop"
                 return
         tail = stops.feed(decoder.flush()) + stops.flush()
         if tail:
             yield tail
+
+    def constraint(self, config: GenerationConfig, eos: tuple[int, ...] | None = None):
+        """A fresh constraint for one generation under `config` (see constraints.py), or None when the
+        config constrains nothing. Pass it to `Sampler(config, constraint)`.
+
+        Raises:
+            EdgelmError: when llguidance is missing, or the schema, regex or grammar does not compile.
+        """
+        if not config.constrained:
+            return None
+        if eos is None:
+            eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
+        return make_constraint(self._token_table(eos), config.json_schema, config.regex, config.grammar)
+
+    def _token_table(self, eos: tuple[int, ...]):
+        """llguidance's view of this model's tokens, built on first use (per set of eos ids)."""
+        with self._token_tables_lock:
+            if eos not in self._token_tables:
+                path = self.manifest.path(self.folder, self.manifest.tokens.tokenizer_file, "tokens.tokenizer_file")
+                self._token_tables[eos] = tokenizer_info(path.read_text(encoding="utf-8"), self.manifest.vocab_size,
+                                                         list(eos))
+            return self._token_tables[eos]
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **settings) -> Iterator[str]:
         """Yields the continuation of `prompt` piece by piece, as it is decoded.
@@ -131,9 +180,12 @@ class Model:
         Args:
             prompt: text to continue: a non-empty str.
             config: a GenerationConfig; keyword settings (max_new_tokens, temperature, top_k,
-                top_p, min_p, repetition_penalty, stop, seed) override it.
+                top_p, min_p, repetition_penalty, stop, seed, json_schema, regex, grammar,
+                logprobs) override it.
         Yields:
-            Text pieces; joined they are the whole continuation.
+            Text pieces; joined they are the whole continuation. Afterwards `last_timings` tells how
+            it ended (`finish_reason`: 'stop' or 'length') and, with logprobs=True, each token's
+            log-probability.
         Raises:
             EdgelmError: on a prompt that is not a str, is empty, holds a lone surrogate or is over-long,
                 or on an invalid setting.
@@ -143,13 +195,14 @@ class Model:
         return self.stream_ids(ids, cfg)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, **settings) -> str | list[str]:
-        """The continuation of `prompt` (without the prompt). Same arguments as `stream`.
+        r"""The continuation of `prompt` (without the prompt). Same arguments as `stream`.
 
         A list of prompts runs as one batch (continuous batching: every step decodes all of them
         in one graph run) and returns a list of continuations; greedy ones equal those made alone.
         Example:
             model.generate("Machine learning is", max_new_tokens=20)
             model.generate(["Once upon a time", "The capital of France is"], max_new_tokens=20)
+            model.generate("The answer is ", regex=r"(yes|no)\.")
         """
         if isinstance(prompt, list):
             cfg = self.config(config, **settings)
@@ -172,7 +225,8 @@ class Model:
             return ["".join(self.stream_ids(ids, cfg)) for ids, cfg in zip(checked, configs)]
         engine = Engine(self.runner, self.tokenizer, tuple(self.manifest.tokens.eos_token_ids),
                         self.manifest.context_length, max_batch=min(len(checked), MAX_BATCH))
-        seqs = engine.generate([engine.sequence(ids, cfg) for ids, cfg in zip(checked, configs)])
+        seqs = engine.generate([engine.sequence(ids, cfg, constraint=self.constraint(cfg))
+                                for ids, cfg in zip(checked, configs)])
         return [seq.text for seq in seqs]
 
     def _checked_prompt(self, prompt_ids: list[int], name: str = "prompt_ids") -> list[int]:
@@ -200,15 +254,39 @@ class Model:
             self._chat_template = ChatTemplate(source, tokens.bos_token, tokens.eos_token, name=str(path))
         return self._chat_template
 
-    def chat_stream(self, messages: list[dict], config: GenerationConfig | None = None, **settings) -> Iterator[str]:
-        """Streams the assistant's reply to `messages` ([{'role': 'user', 'content': '...'}, ...])."""
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """The token ids of `messages` rendered by the chat template, ready for the assistant's reply."""
         prompt = self.chat_template.render(messages, add_generation_prompt=True)
-        ids = self.encode(prompt, add_special_tokens=False)  # the template already wrote BOS if the model wants it
-        return self.stream_ids(ids, self.config(config, **settings))
+        return self.encode(prompt, add_special_tokens=False)  # the template already wrote BOS if the model wants it
+
+    def chat_stream(self, messages: list[dict], config: GenerationConfig | None = None, **settings) -> Iterator[str]:
+        """Streams the assistant's reply to `messages` ([{'role': 'user', 'content': '...'}, ...]).
+
+        The cache of a recent chat that shares a prefix with these messages is reused, so a conversation
+        sent again with one more message runs only the new tokens.
+        """
+        ids = self.chat_ids(messages)
+        return self.stream_ids(ids, self.config(config, **settings), reuse_prefix=True)
 
     def chat(self, messages: list[dict], config: GenerationConfig | None = None, **settings) -> str:
-        """The assistant's whole reply to `messages`."""
+        """The assistant's whole reply to `messages`.
+
+        Example:
+            model.chat([{"role": "user", "content": "Name a colour."}], json_schema={"type": "string"})
+        """
         return "".join(self.chat_stream(messages, config, **settings))
+
+    def chat_session(self, system: str | None = None, config: GenerationConfig | None = None,
+                     **settings) -> ChatSession:
+        """A conversation that keeps its key/value cache between turns: each turn runs only its new tokens.
+
+        Example:
+            session = model.chat_session(system="Answer briefly.")
+            print(session.send("Hi!"))
+            for piece in session.stream("And who are you?"):
+                print(piece, end="")
+        """
+        return ChatSession(self, system, self.config(config, **settings))
 
 
 def _known_defaults(defaults: dict) -> dict:

@@ -9,14 +9,29 @@ from .errors import EdgelmError
 
 
 class Sampler:
-    """Turns logits into a token id under a GenerationConfig (greedy, temperature, top-k/p, min-p)."""
+    """Turns logits into a token id under a GenerationConfig (greedy, temperature, top-k/p, min-p).
 
-    def __init__(self, config: GenerationConfig):
+    A `constraint` (constraints.py) limits the choice: its `apply(logits)` sets the tokens it
+    forbids to -inf before the pick, and `advance(token)` tells it the token picked. With
+    `config.logprobs`, `last_logprob` is the picked token's log-probability under the distribution
+    after the constraint and the repetition penalty, before temperature and top-k/p/min-p: the
+    model's own confidence among the allowed tokens, the same for greedy and sampled decoding.
+    """
+
+    def __init__(self, config: GenerationConfig, constraint=None):
         self.config = config
+        self.constraint = constraint
         self.rng = np.random.default_rng(config.seed)
+        self.last_logprob: float | None = None
 
     def __call__(self, logits: np.ndarray, seen: np.ndarray | None = None) -> int:
-        """Pick a token. `logits` is (vocab,); `seen` holds token ids already in the context."""
+        """Pick a token. `logits` is (vocab,) and may be changed in place; `seen` holds ids already in the context."""
+        token = self._pick(logits, seen)
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        return token
+
+    def _pick(self, logits: np.ndarray, seen: np.ndarray | None) -> int:
         cfg = self.config
         top = logits.max()  # NaN if any logit is NaN
         if not np.isfinite(top):
@@ -24,11 +39,14 @@ class Sampler:
                 f"the model produced {'NaN' if np.isnan(top) else 'infinite'} logits, so no token can be picked: "
                 "its weights may be corrupt; check them with edgelm.load(folder, verify=True) or re-export the model"
             )
+        if self.constraint is not None:
+            self.constraint.apply(logits)  # forbidden tokens -> -inf
         if cfg.repetition_penalty != 1.0 and seen is not None and seen.size:
             logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-        if cfg.greedy:
-            return int(np.argmax(logits))
-        return int(self._sample(logits.astype(np.float64) / cfg.temperature))
+        token = int(np.argmax(logits)) if cfg.greedy else int(self._sample(logits.astype(np.float64) / cfg.temperature))
+        if cfg.logprobs:
+            self.last_logprob = log_probability(logits, token)
+        return token
 
     def _sample(self, scores: np.ndarray) -> int:
         cfg = self.config
@@ -47,6 +65,12 @@ class Sampler:
             probs[drop] = 0.0
         probs /= probs.sum()
         return self.rng.choice(probs.size, p=probs)
+
+
+def log_probability(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token], computed stably."""
+    top = logits.max()
+    return float(logits[token] - top - np.log(np.exp(logits - top, dtype=np.float64).sum()))
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:

@@ -107,5 +107,7 @@ class GraphRunner:
         cache.bind(binding, self.past_names, self.present_names, total)
         self.session.run_with_iobinding(binding)
         cache.update(binding, total)
+        if batch == 1:
+            cache.tokens += input_ids[0].tolist()
         scores = logits.numpy()  # (batch, kept, vocab)
         return scores if all_logits else scores[:, -1, :]

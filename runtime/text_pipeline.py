@@ -91,11 +91,16 @@ class TextGenerationPipeline:
         return_full_text: bool = True,
         stop_strings: str | list[str] | None = None,
         seed: int | None = None,
+        json_schema=None,
+        regex: str | None = None,
+        grammar: str | None = None,
     ):
         """Continues one text, a list of texts, or one chat (a list of role/content dicts).
 
         Args mirror transformers: `max_length` counts prompt and new tokens, `max_new_tokens`
         only new ones (it wins when both are given); sampling happens only with `do_sample=True`.
+        `json_schema` (a dict or pydantic model), `regex` or `grammar` (Lark or GBNF) constrain
+        the new text (needs llguidance: pip install 'edgelm[json]').
         Returns:
             [{'generated_text': str}] per sequence; a list of such lists for a list of texts.
         Raises:
@@ -118,7 +123,7 @@ class TextGenerationPipeline:
             raise EdgelmError("do_sample=True with temperature=0 cannot sample (as in transformers): "
                               "pass do_sample=False for greedy decoding, or a temperature > 0")
         settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-                        seed=check_seed("seed", seed))
+                        seed=check_seed("seed", seed), json_schema=json_schema, regex=regex, grammar=grammar)
         if stop_strings is not None:
             settings["stop"] = check_strings("stop_strings", stop_strings)
         if sample:  # the model's own sampling defaults, else transformers' (temperature 1, top-k 50)
@@ -147,11 +152,17 @@ class TextGenerationPipeline:
             return max(0, max_length - prompt_len)
         return self.model.defaults.max_new_tokens
 
-    def _continuations(self, prompts: list[list[int]], budgets: list[int], settings: dict, n: int) -> list[list[str]]:
-        """n generated texts for each prompt's ids, all decoded as one batch; seeds step by one per sequence."""
+    def _continuations(self, prompts: list[list[int]], budgets: list[int], settings: dict, n: int,
+                       reuse_prefix: bool = False) -> list[list[str]]:
+        """n generated texts for each prompt's ids; seeds step by one per sequence so sampled ones differ.
+
+        One sequence runs alone (reusing a cached prefix when asked); several run as one batch.
+        """
         seed = settings.get("seed")
         configs = [self.model.config(max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i))
                    for budget in budgets for i in range(n)]
+        if len(configs) == 1:
+            return [["".join(self.model.stream_ids(prompts[0], configs[0], reuse_prefix=reuse_prefix))]]
         texts = self.model.generate_batch([ids for ids in prompts for _ in range(n)], configs)
         return [texts[k * n : (k + 1) * n] for k in range(len(prompts))]
 
@@ -164,12 +175,11 @@ class TextGenerationPipeline:
         ]
 
     def _chat(self, messages, max_length, max_new_tokens, settings, n):
-        prompt = self.model.chat_template.render(messages, add_generation_prompt=True)
-        ids = self.model.encode(prompt, add_special_tokens=False)
+        ids = self.model.chat_ids(messages)
         budget = self._budget(len(ids), max_length, max_new_tokens)
         return [
             {"generated_text": [*messages, {"role": "assistant", "content": reply}]}
-            for reply in self._continuations([ids], [budget], settings, n)[0]
+            for reply in self._continuations([ids], [budget], settings, n, reuse_prefix=True)[0]
         ]
 
 

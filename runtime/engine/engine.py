@@ -59,10 +59,13 @@ class Engine:
 
     # -- requests --------------------------------------------------------------------------------
     def sequence(self, prompt_ids: list[int], config: GenerationConfig,
-                 on_event: Callable[[Sequence, str], None] | None = None) -> Sequence:
-        """A new sequence for checked `prompt_ids` (non-empty, shorter than the context); not yet queued."""
+                 on_event: Callable[[Sequence, str], None] | None = None, constraint=None) -> Sequence:
+        """A new sequence for checked `prompt_ids` (non-empty, shorter than the context); not yet queued.
+
+        `constraint` (Model.constraint(config)) is this sequence's own: its Sampler masks with it.
+        """
         eos = config.eos_token_ids if config.eos_token_ids is not None else self.eos_token_ids
-        return Sequence(prompt_ids, config, eos, self.context_length, self.tokenizer, on_event)
+        return Sequence(prompt_ids, config, eos, self.context_length, self.tokenizer, on_event, constraint)
 
     def add(self, seqs: list[Sequence]) -> None:
         """Queues `seqs` (all or none: QueueFull) and wakes the loop thread, if one runs."""

@@ -32,13 +32,14 @@ class Sequence:
     """
 
     def __init__(self, prompt_ids: list[int], config: GenerationConfig, eos_token_ids: tuple[int, ...],
-                 context_length: int, tokenizer, on_event: Callable[["Sequence", str], None] | None = None):
+                 context_length: int, tokenizer, on_event: Callable[["Sequence", str], None] | None = None,
+                 constraint=None):
         self.id = next(_ids)
         self.prompt_ids = list(prompt_ids)
         self.config = config
         self.eos_token_ids = eos_token_ids
         self.budget = max(0, min(config.max_new_tokens, context_length - len(prompt_ids)))  # new tokens at most
-        self.sampler = Sampler(config)  # one per sequence: its own seed (and, later, its own constraint)
+        self.sampler = Sampler(config, constraint)  # one per sequence: its own seed and constraint
         self.seen = np.empty(len(prompt_ids) + self.budget, dtype=np.int64)  # prompt and output, for the penalty
         self.seen[: len(prompt_ids)] = prompt_ids
         self.length = len(prompt_ids)

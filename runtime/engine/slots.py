@@ -113,6 +113,7 @@ class _RowView:
     def __init__(self, slots: SlotCache, row: int):
         self.slots, self.row = slots, row
         self.length = slots.lengths[row]
+        self.tokens: list[int] = []  # GraphRunner.forward records the ids it ran (for prefix reuse; unused here)
 
     def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
         return session.io_binding()

@@ -208,3 +208,18 @@ def test_gguf_precision_needs_a_gguf_source(hf_folder, tmp_path):
     with pytest.raises(EdgelmError, match="not one; give a .gguf file or an alias"):
         export_model(str(hf_folder("llama")), tmp_path / "out", precision="gguf")
     assert not (tmp_path / "out").exists()
+
+
+def test_shared_tied_table_keeps_the_gguf_embedding_exact(exact_folders):
+    """With one table for the tied embedding and LM head (export's default for gguf), lookups are still bit-exact."""
+    from edgelm.export.tied_table import share_tied_table
+
+    fp32, exact, _ = exact_folders("fused")
+    reference = onnx.load(str(fp32 / "model.onnx"))
+    model = onnx.load(str(exact / "model.onnx"))
+    vocab = next(i for i in reference.graph.initializer if len(i.dims) == 2 and i.name.endswith("embed_tokens.weight")).dims[0]
+    assert share_tied_table(model, vocab)
+    gather = next(n for n in reference.graph.node if n.op_type == "Gather" and n.input[0].endswith("embed_tokens.weight"))
+    table = numpy_helper.to_array(next(i for i in reference.graph.initializer if i.name == gather.input[0]))
+    got = _probe(model, gather.output[0], gather.input[1], np.arange(vocab, dtype=np.int64)[None])[0]
+    assert np.array_equal(got.view(np.uint32), table.view(np.uint32))

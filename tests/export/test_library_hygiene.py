@@ -68,3 +68,35 @@ def test_quiet_libraries_restores_levels_and_filters():
     assert optimum.level == logging.DEBUG
     assert warnings.filters == before
     optimum.setLevel(logging.NOTSET)
+
+
+def test_progress_bar_only_when_watched(monkeypatch):
+    """A bar is drawn only for a terminal with edgelm.export at INFO; otherwise the items pass through untouched."""
+    import io
+    import logging
+    import sys
+
+    from edgelm.export.progress import progress_bar
+
+    items = [1, 2, 3]
+    assert progress_bar(items) is items  # pytest's stderr is no terminal
+    fake = io.StringIO()
+    fake.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", fake)
+    logger = logging.getLogger("edgelm.export")
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    assert progress_bar(items) is items  # nobody asked for progress
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    assert list(progress_bar(items, description="x")) == items
+    assert progress_bar(items, quiet=True) is items
+
+
+def test_transformers_progress_bars_restored():
+    from transformers.utils import logging as hf_logging
+
+    from edgelm.export.progress import quiet_libraries
+
+    before = hf_logging.is_progress_bar_enabled()
+    with quiet_libraries():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == before

@@ -96,3 +96,10 @@ def test_a_list_of_prompts_runs_as_one_batch_and_equals_each_alone(exported, gra
     assert model.generate([], max_new_tokens=3) == []
     with pytest.raises(EdgelmError, match="prompt 1"):
         model.generate(["Hi", ""], max_new_tokens=3)
+
+
+def test_a_batch_keeps_each_sequence_s_own_constraint(model):
+    prompts = ["Hi", "Hello there", "A"]
+    batch = model.generate(prompts, regex=r"(yes|no)\.", max_new_tokens=10)
+    assert batch == [model.generate(p, regex=r"(yes|no)\.", max_new_tokens=10) for p in prompts]
+    assert all(text in ("yes.", "no.") for text in batch)

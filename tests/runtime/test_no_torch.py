@@ -13,10 +13,12 @@ sys.meta_path.insert(0, Block())
 import edgelm
 model = edgelm.load(sys.argv[1])
 text = model.generate('Hello', max_new_tokens=5, eos_token_ids=())
+model.generate('Hello', json_schema={'type': 'boolean'}, max_new_tokens=8)  # constrained decoding: llguidance only
 out = edgelm.pipeline('text-generation', model=sys.argv[1])('Hello', max_length=8)
 assert out[0]['generated_text'].startswith('Hello')
 heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum')]
 assert not heavy, heavy
+model.generate('Hello', max_new_tokens=5, eos_token_ids=())
 print('GENERATED', model.last_timings.generated_tokens)
 """
 
