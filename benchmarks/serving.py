@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def server_command(backend: str, folder: Path, gguf: Path | None, port: int, thr
             raise SystemExit("llamacpp needs the model's .gguf source")
         return [llama_python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "bench",
                 "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                "--n_ctx", "2048", "--verbose", "False"]
+                "--n_ctx", "2048", "--verbose", "False",
+                "--interrupt_requests", "False"]  # its default: a new request aborts the one streaming
     raise SystemExit(f"unknown backend {backend!r}: edgelm or llamacpp")
 
 
@@ -146,6 +148,8 @@ def to_markdown(results: dict) -> str:
     lines = ["| server | parallel | clients | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | per-stream tok/s | tokens/round |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for backend, entry in results["servers"].items():
+        if entry.get("error"):
+            lines.append(f"| {backend} | {entry['parallel']} | - | failed: {entry['error'][:80]} | | | | |")
         for row in entry["rows"]:
             lines.append(f"| {backend} | {entry['parallel']} | {row['clients']} | {row['aggregate_tps']:.1f} | "
                          f"{row['ttft_p50_ms']:.0f} | {row['ttft_p99_ms']:.0f} | {row['per_stream_tps']:.1f} | "
@@ -184,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         parallel = args.parallel if backend == "edgelm" else 1  # llama-cpp-python's server runs one request at a time
         command = server_command(backend, folder, gguf, port, threads, args.parallel, args.llama_python)
         print(f"{backend}: {' '.join(command)}", file=sys.stderr)
-        server = Server(command, port, Path(f"{args.out}-{backend}.log"))
+        server = Server(command, port, Path(tempfile.gettempdir()) / f"edgelm-serving-{backend}.log")
+        entry = results["servers"][backend] = {"command": command, "parallel": parallel, "rows": []}
         try:
             server.wait_ready()
-            results["servers"][backend] = {"command": command, "parallel": parallel,
-                                           "rows": measure(server.url, counts, args.max_tokens, args.reps)}
+            entry["rows"] = measure(server.url, counts, args.max_tokens, args.reps)
+        except Exception as exc:  # noqa: BLE001 - a failing server is a row with its reason, the others still run
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"{backend}: failed: {entry['error']}", file=sys.stderr)
         finally:
             server.stop()
     results["load_average_after"] = os.getloadavg()

@@ -91,7 +91,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
             raise ApiError(400, "give one prompt per request (a string)", param="prompt")
         ids = _checked_prompt(model, lambda: model.encode(prompts[0]))
         limit = body.max_tokens if body.max_tokens is not None else model.manifest.context_length
-        submission = _submit(engine, ids, _configs(body, limit))
+        submission = _submit(engine, ids, _configs(body, limit), model)
         echo = prompts[0] if body.echo else ""
         if body.stream:
             return _sse(_completion_chunks(submission, body, model_id, len(ids), echo))
@@ -105,9 +105,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: s.ChatCompletionRequest, request: Request):
         _check_model(body.model, model_id)
-        if body.response_format is not None and body.response_format.type != "text":
-            raise ApiError(400, f"response_format {body.response_format.type!r} is not supported yet; "
-                                "only 'text'", param="response_format")
+        schema = _schema(body.response_format)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
 
@@ -118,7 +116,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
         ids = _checked_prompt(model, encode)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         limit = limit if limit is not None else model.manifest.context_length  # OpenAI's: until the context ends
-        submission = _submit(engine, ids, _configs(body, limit))
+        submission = _submit(engine, ids, _configs(body, limit, schema), model)
         if body.stream:
             return _sse(_chat_chunks(submission, body, model_id, len(ids)))
         if not await submission.wait(request.is_disconnected):
@@ -153,20 +151,37 @@ def _checked_prompt(model: Model, encode) -> list[int]:
     return ids
 
 
-def _configs(body: s._Request, max_tokens: int) -> list[GenerationConfig]:
+def _schema(response_format: s.ResponseFormat | None) -> dict | None:
+    """The JSON schema a response_format asks for: json_object is any JSON object; None for text."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {"type": "object"}
+    spec = getattr(response_format, "json_schema", None)
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        raise ApiError(400, "response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}",
+                       param="response_format")
+    return spec["schema"]
+
+
+def _configs(body: s._Request, max_tokens: int, schema: dict | None = None) -> list[GenerationConfig]:
     """One config per choice; seeds step by one so sampled choices differ (and repeat with the same seed)."""
     try:
         base = GenerationConfig(max_new_tokens=max_tokens, temperature=body.temperature, top_k=body.top_k,
                                 top_p=body.top_p, min_p=body.min_p, repetition_penalty=body.repetition_penalty,
-                                stop=body.stops())
+                                stop=body.stops(), json_schema=schema)
     except EdgelmError as exc:
         raise ApiError(400, str(exc)) from None
     return [base.updated(seed=None if body.seed is None else body.seed + i) for i in range(body.n)]
 
 
-def _submit(engine: Engine, ids: list[int], configs: list[GenerationConfig]) -> Submission:
+def _submit(engine: Engine, ids: list[int], configs: list[GenerationConfig], model: Model) -> Submission:
     try:
-        return Submission(engine, ids, configs)
+        constraints = [model.constraint(c) for c in configs]  # each choice its own (they advance per token)
+    except EdgelmError as exc:
+        raise ApiError(400, str(exc), param="response_format") from None
+    try:
+        return Submission(engine, ids, configs, constraints)
     except QueueFull as exc:
         raise ApiError(503, str(exc), "server_error", code="queue_full") from None
 

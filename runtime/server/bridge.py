@@ -18,10 +18,10 @@ class Submission:
     `cancel()` (a client went away) drops them all at the engine's next step.
     """
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], configs: list[GenerationConfig]):
+    def __init__(self, engine: Engine, prompt_ids: list[int], configs: list[GenerationConfig], constraints: list):
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[Sequence, str]] = asyncio.Queue()
-        self.seqs = [engine.sequence(prompt_ids, c, self._on_event) for c in configs]
+        self.seqs = [engine.sequence(prompt_ids, c, self._on_event, k) for c, k in zip(configs, constraints)]
         self.index = {s.id: i for i, s in enumerate(self.seqs)}
         engine.add(self.seqs)  # QueueFull when the engine is saturated
 

@@ -73,7 +73,7 @@ class ResponseFormat(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=0)  # the newer name of max_tokens
-    response_format: ResponseFormat | None = None  # only "text" until constrained decoding is wired in
+    response_format: ResponseFormat | None = None  # text, json_object or json_schema (constrained decoding)
 
 
 class Usage(BaseModel):
