@@ -51,6 +51,7 @@ def export_model(
     int8_method: str = "weight-only",
     graph: str = "auto",
     share_tied_table: bool | None = None,
+    kv_dtype: str = "float32",
     check: bool | None = None,
     force: bool = False,
     quiet: bool = False,
@@ -75,6 +76,7 @@ def export_model(
             head's table instead of storing a second one (tied_table.py). None: always for 'gguf' (the
             file holds one table: no value changes); at int4/int8 when perplexity on held-out text
             rises by at most 0.5 % (Gemma 3 270M int4: 294 -> 213 MB; SmolLM2 keeps two tables).
+        kv_dtype: the KV cache's type, "float32" or "float16" (fused graph only: half the cache's bytes).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
         quiet: no progress lines.
@@ -100,9 +102,9 @@ def export_model(
             src = resolve_source(source, work)
             config = _hf_config(src.hf_folder)
         with progress.step(f"exporting ONNX graph ({config.model_type})"):
-            fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph)
+            fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph, kv_dtype)
             graph_inputs, kv = read_interface(fp32_graph)
-            kv.shared_buffer = builder == "fused-llama"  # GroupQueryAttention writes the cache in place
+            kv.shared_buffer = builder.startswith("fused-")  # GroupQueryAttention writes the cache in place
         with progress.step("writing tokenizer and manifest"):
             manifest = Manifest(
                 model_type=config.model_type,

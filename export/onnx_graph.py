@@ -23,26 +23,29 @@ PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 GRAPHS = ("auto", "fused", "optimum")
 
 
-def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto") -> tuple[Path, str]:
+def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto", kv_dtype: str = "float32") -> tuple[Path, str]:
     """Writes the fp32 graph with the KV cache as inputs/outputs; returns its path and which builder made it.
 
     "auto" takes edgelm's fused graph where the architecture allows (fast decoding) and
-    optimum's exporter everywhere else; "fused" and "optimum" force one.
+    optimum's exporter everywhere else; "fused" and "optimum" force one. `kv_dtype` "float16"
+    (a half-precision cache) needs the fused graph.
     """
-    import json
-
-    from .fused_llama import build_fused_llama, unsupported_reason
+    from .fused_graph import build_fused_graph, builder_name, read_config, unsupported_reason
 
     if graph not in GRAPHS:
         raise EdgelmError(f"graph {graph!r} is not one of {', '.join(GRAPHS)}")
-    config = json.loads((hf_folder / "config.json").read_text())
+    config = read_config(hf_folder)
     reason = unsupported_reason(config)
     if reason is None and not any(hf_folder.glob("*.safetensors")):
         reason = "the fused builder reads safetensors weights and the folder has none"
     if graph == "fused" and reason:
         raise EdgelmError(f"the fused graph cannot be built: {reason}; use --graph optimum")
+    if kv_dtype != "float32" and (graph == "optimum" or reason):
+        raise EdgelmError(f"kv_dtype={kv_dtype!r} needs edgelm's fused graph, and this export uses optimum's "
+                          f"({reason or 'graph=optimum'}); use kv_dtype='float32'")
     if graph != "optimum" and reason is None:
-        return build_fused_llama(hf_folder, out_dir / "fused" / "model.onnx"), "fused-llama"
+        path = build_fused_graph(hf_folder, out_dir / "fused" / "model.onnx", config, kv_dtype)
+        return path, builder_name(config)
     return export_optimum_graph(hf_folder, out_dir), "optimum"
 
 

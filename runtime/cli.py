@@ -119,10 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int8: weight-only (8-bit blocks; nearly lossless; the default) or dynamic "
                              "(int8 activations too: fastest prompts, much lower quality)")
     export.add_argument("--graph", choices=["auto", "fused", "optimum"], default="auto",
-                        help="auto: edgelm's fused graph where supported (llama), else optimum's exporter")
+                        help="auto: edgelm's fused graph where supported (llama, mistral, qwen2, qwen3, phi3, "
+                             "gemma3_text), else optimum's exporter")
     export.add_argument("--share-tied-table", action=argparse.BooleanOptionalAction, default=None,
                         help="one quantized table for a tied embedding and LM head (default: for gguf always, "
                              "where it changes no value; at int4/int8 when perplexity rises by at most 0.5%%)")
+    export.add_argument("--kv-dtype", choices=["float32", "float16"], default="float32",
+                        help="the KV cache's type; float16 halves its bytes (fused graph only)")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -236,6 +239,7 @@ def run_export(args) -> int:
     export_model(
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
+        kv_dtype=args.kv_dtype,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
         int4_method=args.int4_method, share_tied_table=args.share_tied_table,
         check=False if args.no_validate else None, force=args.force,

@@ -65,7 +65,7 @@ class Manifest:
     tokens: TokenSpec
     precision: str  # one of PRECISIONS
     parameters: int = 0  # weights in the source model (tied weights counted once)
-    graph_builder: str = "optimum"  # "optimum" (its exporter) or "fused-llama" (edgelm's fused contrib-op graph)
+    graph_builder: str = "optimum"  # "optimum" (its exporter) or edgelm's fused graph: "fused-llama", "fused-gemma3", ...
     graph_file: str = "model.onnx"
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)
