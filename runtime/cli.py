@@ -1,4 +1,4 @@
-"""The `edgelm` command: export, generate, chat, models, info, bench.
+"""The `edgelm` command: export, generate, chat, serve, models, info, bench.
 
 The only place in edgelm that configures logging output: it shows the `edgelm` loggers'
 progress lines on stderr. The library itself only logs to its named loggers.
@@ -22,6 +22,7 @@ EXAMPLES = f"""examples:
   edgelm export smollm2-135m -o smollm2-int4            export once (int4; needs the exporter)
   edgelm generate smollm2-int4 "Machine learning is" -n 64
   edgelm chat smollm2-int4                              interactive; /help lists the commands
+  edgelm serve smollm2-int4 --port 8000 --parallel 8    OpenAI-compatible server (needs edgelm[serve])
   edgelm models                                         exports cached by pipeline() and aliases
   edgelm info smollm2-int4                              what a model folder holds
 
@@ -146,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system prompt")
     _add_generation_args(chat)
     chat.set_defaults(run=run_chat)
+
+    serve = _command(commands, "serve", "serve a model over HTTP with OpenAI's API (continuous batching)",
+                     "  edgelm serve smollm2-int4                        http://127.0.0.1:8000/v1\n"
+                     "  edgelm serve smollm2-135m --port 9000 --parallel 8 --api-key secret")
+    serve.add_argument("model", help="model folder made by `edgelm export`, or anything `edgelm.load` accepts")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--parallel", type=int, default=4, help="sequences decoded together in one batch (default 4)")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those before 503 (default 64)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
+    serve.add_argument("--model-id", default=None, help="the model's name in the API (default: the folder's name)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    serve.set_defaults(run=run_serve)
 
     models = _command(commands, "models", f"list the exported models in the cache ({cache_root()})",
                       "  edgelm models\n  edgelm models --remove smollm2-135m-int8")
@@ -278,6 +292,25 @@ def run_chat(args) -> int:
     _check_generation_args(args, args.message)
     model = load(args.model, device=args.device, threads=args.threads)
     return chat_loop(model, args.system, args.message, _settings(args), timings=not args.no_timings)
+
+
+def run_serve(args) -> int:
+    from pathlib import Path
+
+    from . import load
+    from .server.serve import CLI_LOG_CONFIG, import_uvicorn, serve
+
+    import_uvicorn()  # before the model loads: a missing extra is the first thing to hear about
+    for name, value, low in (("--port", args.port, 0), ("--parallel", args.parallel, 1), ("--max-queue", args.max_queue, 0)):
+        if value < low or (name == "--port" and value > 65535):
+            raise EdgelmError(f"{name} {value} is invalid")
+    model = load(args.model, threads=args.threads)
+    model_id = args.model_id or Path(str(args.model).rstrip("/")).name
+    print(f"edgelm: serving {model_id} on http://{args.host}:{args.port}/v1 ({args.parallel} in parallel)",
+          file=sys.stderr, flush=True)
+    serve(model, model_id, host=args.host, port=args.port, parallel=args.parallel, api_key=args.api_key,
+          max_queue=args.max_queue, log_config=CLI_LOG_CONFIG)
+    return 0
 
 
 def run_models(args) -> int:

@@ -12,6 +12,7 @@ from .checks import check_bool, check_text, check_token_ids
 from .config import GenerationConfig
 from .constraints import make_constraint, tokenizer_info
 from .detokenizer import IncrementalDecoder
+from .engine import Engine
 from .errors import EdgelmError
 from .generation import Timings, generate_tokens
 from .integrity import verify_digests
@@ -20,6 +21,9 @@ from .prefix_cache import PrefixCache
 from .session import GraphRunner
 from .stopping import StopStrings
 from .tokenizer import load_tokenizer
+
+
+MAX_BATCH = 16  # sequences decoded together by generate([...]) at most; more wait for a free row
 
 
 class Model:
@@ -111,12 +115,7 @@ class Model:
         prompt_ids = check_token_ids("prompt_ids", prompt_ids, self.manifest.vocab_size)
         if not isinstance(config, GenerationConfig):
             raise EdgelmError(f"config must be a GenerationConfig, got {type(config).__name__}")
-        if not prompt_ids:
-            raise EdgelmError("the prompt is empty: give at least one token of text")
-        if len(prompt_ids) >= self.manifest.context_length:
-            raise EdgelmError(
-                f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.manifest.context_length}"
-            )
+        prompt_ids = self._checked_prompt(prompt_ids)
         eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
         constraint = self.constraint(config, eos)
         timings = Timings()
@@ -195,14 +194,50 @@ class Model:
         ids = self.encode(check_text("the prompt", prompt, allow_empty=False))
         return self.stream_ids(ids, cfg)
 
-    def generate(self, prompt: str, config: GenerationConfig | None = None, **settings) -> str:
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, **settings) -> str | list[str]:
         r"""The continuation of `prompt` (without the prompt). Same arguments as `stream`.
 
+        A list of prompts runs as one batch (continuous batching: every step decodes all of them
+        in one graph run) and returns a list of continuations; greedy ones equal those made alone.
         Example:
             model.generate("Machine learning is", max_new_tokens=20)
+            model.generate(["Once upon a time", "The capital of France is"], max_new_tokens=20)
             model.generate("The answer is ", regex=r"(yes|no)\.")
         """
+        if isinstance(prompt, list):
+            cfg = self.config(config, **settings)
+            ids = [self.encode(check_text(f"prompt {i}", p, allow_empty=False)) for i, p in enumerate(prompt)]
+            return self.generate_batch(ids, [cfg] * len(ids))
         return "".join(self.stream(prompt, config, **settings))
+
+    def generate_batch(self, prompts: list[list[int]], configs: list[GenerationConfig]) -> list[str]:
+        """Continuations of many prompt id lists (each with its own config), decoded together.
+
+        Raises:
+            EdgelmError: on an empty or over-long prompt, an id outside the vocabulary, or a failed generation.
+        """
+        if len(prompts) != len(configs):
+            raise EdgelmError(f"{len(prompts)} prompts but {len(configs)} configs: give one config per prompt")
+        checked = [self._checked_prompt(ids, f"prompts[{i}]") for i, ids in enumerate(prompts)]
+        if not checked:
+            return []
+        if self.runner.device != "cpu":  # the batched caches live in host memory for now
+            return ["".join(self.stream_ids(ids, cfg)) for ids, cfg in zip(checked, configs)]
+        engine = Engine(self.runner, self.tokenizer, tuple(self.manifest.tokens.eos_token_ids),
+                        self.manifest.context_length, max_batch=min(len(checked), MAX_BATCH))
+        seqs = engine.generate([engine.sequence(ids, cfg, constraint=self.constraint(cfg))
+                                for ids, cfg in zip(checked, configs)])
+        return [seq.text for seq in seqs]
+
+    def _checked_prompt(self, prompt_ids: list[int], name: str = "prompt_ids") -> list[int]:
+        prompt_ids = check_token_ids(name, prompt_ids, self.manifest.vocab_size)
+        if not prompt_ids:
+            raise EdgelmError("the prompt is empty: give at least one token of text")
+        if len(prompt_ids) >= self.manifest.context_length:
+            raise EdgelmError(
+                f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.manifest.context_length}"
+            )
+        return prompt_ids
 
     # -- chat -----------------------------------------------------------------------------
     @property

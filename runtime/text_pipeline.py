@@ -133,13 +133,13 @@ class TextGenerationPipeline:
         else:
             settings["temperature"] = 0.0
         if isinstance(text_inputs, str):
-            return self._one(text_inputs, max_length, max_new_tokens, settings, n, return_full_text)
+            return self._texts([text_inputs], max_length, max_new_tokens, settings, n, return_full_text)[0]
         if isinstance(text_inputs, list) and text_inputs and all(isinstance(m, dict) for m in text_inputs):
             return self._chat(text_inputs, max_length, max_new_tokens, settings, n)
         if isinstance(text_inputs, list) and all(isinstance(t, str) for t in text_inputs):
             for i, text in enumerate(text_inputs):  # all checked before any is generated
                 check_text(f"text_inputs[{i}]", text, allow_empty=False)
-            return [self._one(t, max_length, max_new_tokens, settings, n, return_full_text) for t in text_inputs]
+            return self._texts(text_inputs, max_length, max_new_tokens, settings, n, return_full_text)
         raise EdgelmError("text_inputs must be a string, a list of strings, or a chat (list of role/content dicts)")
 
     def _budget(self, prompt_len: int, max_length: int | None, max_new_tokens: int | None) -> int:
@@ -152,29 +152,34 @@ class TextGenerationPipeline:
             return max(0, max_length - prompt_len)
         return self.model.defaults.max_new_tokens
 
-    def _continuations(self, ids: list[int], budget: int, settings: dict, n: int, reuse_prefix: bool = False
-                       ) -> list[str]:
-        """n generated texts for the same prompt ids; seeds step by one so sampled sequences differ."""
-        seed = settings.get("seed")
-        return [
-            "".join(self.model.stream_ids(ids, self.model.config(
-                max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i)),
-                reuse_prefix=reuse_prefix))
-            for i in range(n)
-        ]
+    def _continuations(self, prompts: list[list[int]], budgets: list[int], settings: dict, n: int,
+                       reuse_prefix: bool = False) -> list[list[str]]:
+        """n generated texts for each prompt's ids; seeds step by one per sequence so sampled ones differ.
 
-    def _one(self, text, max_length, max_new_tokens, settings, n, return_full_text):
-        ids = self.model.encode(check_text("the prompt", text, allow_empty=False))
-        budget = self._budget(len(ids), max_length, max_new_tokens)
-        prefix = text if return_full_text else ""
-        return [{"generated_text": prefix + new} for new in self._continuations(ids, budget, settings, n)]
+        One sequence runs alone (reusing a cached prefix when asked); several run as one batch.
+        """
+        seed = settings.get("seed")
+        configs = [self.model.config(max_new_tokens=budget, **dict(settings, seed=None if seed is None else seed + i))
+                   for budget in budgets for i in range(n)]
+        if len(configs) == 1:
+            return [["".join(self.model.stream_ids(prompts[0], configs[0], reuse_prefix=reuse_prefix))]]
+        texts = self.model.generate_batch([ids for ids in prompts for _ in range(n)], configs)
+        return [texts[k * n : (k + 1) * n] for k in range(len(prompts))]
+
+    def _texts(self, texts, max_length, max_new_tokens, settings, n, return_full_text):
+        prompts = [self.model.encode(check_text("the prompt", text, allow_empty=False)) for text in texts]
+        budgets = [self._budget(len(ids), max_length, max_new_tokens) for ids in prompts]
+        return [
+            [{"generated_text": (text if return_full_text else "") + new} for new in continuations]
+            for text, continuations in zip(texts, self._continuations(prompts, budgets, settings, n))
+        ]
 
     def _chat(self, messages, max_length, max_new_tokens, settings, n):
         ids = self.model.chat_ids(messages)
         budget = self._budget(len(ids), max_length, max_new_tokens)
         return [
             {"generated_text": [*messages, {"role": "assistant", "content": reply}]}
-            for reply in self._continuations(ids, budget, settings, n, reuse_prefix=True)
+            for reply in self._continuations([ids], [budget], settings, n, reuse_prefix=True)[0]
         ]
 
 

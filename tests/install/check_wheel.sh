@@ -23,7 +23,8 @@ WHEEL=$(ls "$WORK"/dist/edgelm-*.whl)
 "$DEV_PYTHON" - "$WHEEL" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-for needed in ("edgelm/py.typed", "edgelm/cli.py", "edgelm/export/__init__.py", "edgelm/benchmarks/backends/__init__.py"):
+for needed in ("edgelm/py.typed", "edgelm/cli.py", "edgelm/engine/engine.py", "edgelm/server/app.py",
+               "edgelm/export/__init__.py", "edgelm/benchmarks/backends/__init__.py"):
     assert needed in names, f"the wheel lacks {needed}"
 assert not any(n.startswith("tests/") for n in names), "the wheel ships the tests"
 PY

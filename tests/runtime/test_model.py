@@ -86,3 +86,20 @@ def test_incomplete_folder_is_explained(exported, tmp_path):
 def test_unknown_device_is_named(exported):
     with pytest.raises(EdgelmError, match="device 'tpu'"):
         edgelm.load(exported("llama", "fp32"), device="tpu")
+
+
+@pytest.mark.parametrize("graph", ["auto", "optimum"])
+def test_a_list_of_prompts_runs_as_one_batch_and_equals_each_alone(exported, graph):
+    model = edgelm.load(exported("llama", "fp32", graph))
+    prompts = ["Hi", "Hello there, how are you", "A", "xyz"]
+    assert model.generate(prompts, max_new_tokens=10) == [model.generate(p, max_new_tokens=10) for p in prompts]
+    assert model.generate([], max_new_tokens=3) == []
+    with pytest.raises(EdgelmError, match="prompt 1"):
+        model.generate(["Hi", ""], max_new_tokens=3)
+
+
+def test_a_batch_keeps_each_sequence_s_own_constraint(model):
+    prompts = ["Hi", "Hello there", "A"]
+    batch = model.generate(prompts, regex=r"(yes|no)\.", max_new_tokens=10)
+    assert batch == [model.generate(p, regex=r"(yes|no)\.", max_new_tokens=10) for p in prompts]
+    assert all(text in ("yes.", "no.") for text in batch)

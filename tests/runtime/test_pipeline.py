@@ -84,3 +84,14 @@ def test_pipeline_export_without_validation(hf_folder, monkeypatch, tmp_path, ho
                                 validate=False if how == "argument" else None)
     validation = generator.model.manifest.validation
     assert "export_seconds" in validation and "max_abs_logit_diff" not in validation and "perplexity" not in validation
+
+
+def test_lists_and_return_sequences_run_batched_and_equal_singles(exported):
+    generator = edgelm.pipeline("text-generation", model=str(exported("llama", "fp32")))
+    texts = ["Hi", "Hello there", "A"]
+    together = generator(texts, max_new_tokens=8)
+    assert together == [generator(t, max_new_tokens=8) for t in texts]
+    sampled = generator("Hi", max_new_tokens=8, do_sample=True, seed=5, num_return_sequences=3)
+    assert len(sampled) == 3
+    assert sampled == generator("Hi", max_new_tokens=8, do_sample=True, seed=5, num_return_sequences=3)
+    assert sampled[1] == generator("Hi", max_new_tokens=8, do_sample=True, seed=6)[0]  # sequence i has seed + i

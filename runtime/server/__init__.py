@@ -1,0 +1,1 @@
+"""`edgelm serve`: an OpenAI-compatible HTTP server on the batching engine (needs the `serve` extra)."""
