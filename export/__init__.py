@@ -163,7 +163,9 @@ def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, measure:
         trial.parent.mkdir(parents=True, exist_ok=True)
         save_graph(model, trial)
         ids = scoring_ids(graph_path.parent, manifest)
-        separate, one = scoring_perplexity(graph_path, manifest, ids), scoring_perplexity(trial, manifest, ids)
+        choice = manifest.quantization.get("choice", {})  # int4's candidate scores: same text, same ids
+        separate = choice.get("perplexity", {}).get(choice.get("kept")) or scoring_perplexity(graph_path, manifest, ids)
+        one = scoring_perplexity(trial, manifest, ids)
         kept = one <= separate * (1 + TIED_TABLE_TOLERANCE)
         manifest.quantization["tied_table_choice"] = {
             "perplexity": {"separate tables": round(separate, 4), "one table": round(one, 4)},
