@@ -2,7 +2,8 @@
 
 Each layer, in the blocks of fused_builder.py:
 
-    add_rms_norm -> qkv (one MatMul; qwen2's biases) [-> head_norm on q and k: qwen3]
+    add_rms_norm -> qkv (one MatMul, its output fed packed to attention; qwen2's biases)
+    [-> split and head_norm on q and k: qwen3]
     -> attention (rotary inside; mistral's and qwen's sliding window) -> linear (o)
     -> add_rms_norm -> gated_mlp (SiLU)
 
@@ -51,12 +52,12 @@ def llama_layer(b: GraphBuilder, i: int, pending: str | None, residual: str, rot
     """One decoder layer from its weights `w` (q, k, v, o, gate, up, down, norms; biases and q/k norms or None)."""
     normed, residual = b.add_rms_norm(pending, residual, w["input_layernorm"], f"layer{i}/ln1")
     biases = [w["q_bias"], w["k_bias"], w["v_bias"]] if w.get("q_bias") is not None else None
-    if w.get("qkv") is not None:  # phi3: already stacked
-        q, k, v = b.split(b.linear(normed, f"layer{i}/qkv", [w["qkv"]]), f"layer{i}/qkv/split",
-                          [b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.head_dim])
+    head_norms = w.get("q_norm") is not None  # qwen3 normalizes q and k apart, so it needs them split
+    if w.get("qkv") is not None:  # phi3: already stacked, and no q/k norms
+        q, k, v = b.linear(normed, f"layer{i}/qkv", [w["qkv"]]), "", ""
     else:
-        q, k, v = b.qkv(normed, f"layer{i}/qkv", w["q"], w["k"], w["v"], biases)
-    if w.get("q_norm") is not None:
+        q, k, v = b.qkv(normed, f"layer{i}/qkv", w["q"], w["k"], w["v"], biases, split=head_norms)
+    if head_norms:
         q = b.head_norm(q, b.heads, w["q_norm"], f"layer{i}/q_norm")
         k = b.head_norm(k, b.kv_heads, w["k_norm"], f"layer{i}/k_norm")
     attn = b.attention(i, q, k, v, rotary, scale=b.head_dim ** -0.5, window=window)

@@ -22,7 +22,7 @@ class StopStrings:
         if self.stopped:
             return ""
         self.buffer += text
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        cut = self._cut()
         if cut >= 0:
             self.stopped = True
             out, self.buffer = self.buffer[:cut], ""
@@ -36,6 +36,19 @@ class StopStrings:
         """At the end of generation the held-back text is plain text after all."""
         out, self.buffer = ("" if self.stopped else self.buffer), ""
         return out
+
+    def _cut(self) -> int:
+        """Where the buffer stops, or -1: before the stop string that is complete first.
+
+        Generation stops as soon as any stop string is complete, so among overlapping ones
+        the one that ends first wins (the longest of those that end there), not one that starts
+        earlier but would end later: how the text was cut into pieces cannot change the result.
+        """
+        found = [(i + len(stop), i) for stop in self.stops if (i := self.buffer.find(stop)) >= 0]
+        if not found:
+            return -1
+        first_end = min(end for end, _ in found)
+        return min(start for end, start in found if end == first_end)
 
     def _partial_match_length(self) -> int:
         """Length of the longest buffer suffix that is a proper prefix of some stop string."""

@@ -188,6 +188,28 @@ def test_gguf_graph_computes_what_the_fp32_graph_computes(exact_folders, graph):
     assert a.generate("Hello", max_new_tokens=16) == b.generate("Hello", max_new_tokens=16)
 
 
+@pytest.mark.parametrize("graph, expected", [("fused", 3), ("optimum", 7)])
+def test_attention_in_4_bits_computes_in_fp32_at_the_default_level(exact_folders, quantized_llama, graph, expected):
+    """Level 4's int8 activations cost the attention projections the most; their 4-bit blocks take level 0."""
+    from edgelm.export.gguf_exact import exact_gguf_graph
+
+    fp32, _, _ = exact_folders(graph)
+    out = quantized_llama / f"level4-{graph}.onnx"
+    report = exact_gguf_graph(fp32 / "model.onnx", quantized_llama / "model.gguf", out)
+    levels = {}
+    for node in onnx.load(str(out), load_external_data=False).graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            levels[node.name] = (attrs["accuracy_level"], attrs["bits"])
+    at_zero = [name for name, (level, _) in levels.items() if level == 0]
+    # fused: layer 1's q/k/v (all Q4_1) and both o (Q4_0, Q4_1); layer 0's q/k/v mixes in Q6_K (8 bits).
+    # optimum: q, k and v apart (layer 0's v is the Q6_K one)
+    assert report["fp32_compute_matmuls"] == len(at_zero) == expected
+    assert all(levels[name][1] == 4 and any(p in name for p in ("qkv", "q_proj", "k_proj", "v_proj", "/o/", "o_proj"))
+               for name in at_zero)
+    assert all(level == 4 for name, (level, _) in levels.items() if name not in at_zero)
+
+
 def test_unsupported_block_types_are_refused_by_name(tmp_path):
     from edgelm.export.gguf_rows import read_gguf_rows
 

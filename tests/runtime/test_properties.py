@@ -89,8 +89,17 @@ def test_stop_strings_emit_exactly_the_text_before_the_first_stop(text, cuts, st
         if s.stopped:
             break
     emitted += s.flush()
-    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    assert emitted == (text[: min(found)] if found else text)
+    # generation stops when the first stop string is complete: the earliest end, and there the longest
+    found = [(i + len(stop), i) for stop in stops if (i := text.find(stop)) >= 0]
+    first_end = min((end for end, _ in found), default=None)
+    assert emitted == (text[: min(i for end, i in found if end == first_end)] if found else text)
+
+
+def test_overlapping_stop_strings_cut_where_the_first_one_completes():
+    """'<' is complete after two characters; '><<' would start earlier but end later."""
+    for pieces in (["><", "<"], ["><<"], [">", "<", "<"]):
+        s = StopStrings(("<", "><<"))
+        assert "".join(s.feed(p) for p in pieces) + s.flush() == ">"
 
 
 @pytest.fixture(scope="module")
