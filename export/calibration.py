@@ -100,7 +100,6 @@ def _feeds(session, manifest: Manifest, ids: np.ndarray) -> dict[str, np.ndarray
     """Inputs for one run of `ids` (1, seq) from an empty cache, every position's logits kept."""
     batch, seq = ids.shape
     kv = manifest.kv
-    empty = np.zeros((batch, kv.num_kv_heads, 0, kv.head_dim), dtype=kv.dtype)
     feeds = {"input_ids": ids.astype(np.int64)}
     names = {i.name for i in session.get_inputs()}
     if "attention_mask" in names:
@@ -109,5 +108,7 @@ def _feeds(session, manifest: Manifest, ids: np.ndarray) -> dict[str, np.ndarray
         feeds["position_ids"] = np.arange(seq, dtype=np.int64)[None].repeat(batch, 0)
     if "num_logits_to_keep" in names:
         feeds["num_logits_to_keep"] = np.array([seq], dtype=np.int64)
-    feeds.update({name: empty for name in kv.past_names()})
+    # an empty past; a window-sized cache is a buffer of its window all the same (GroupQueryAttention needs the rows)
+    feeds.update({name: np.zeros((batch, kv.num_kv_heads, window, kv.head_dim), dtype=kv.dtype)
+                  for name, window in zip(kv.past_names(), kv.tensor_windows())})
     return feeds

@@ -178,6 +178,9 @@ class GraphBuilder:
             # transformers lets a query see `window` keys, itself included (kv > q - window); so does
             # onnxruntime 1.32's CPU kernel with local_window_size = window (checked against transformers)
             attrs["local_window_size"] = int(window)
+            # and its cache holds only the window: the op evicts older positions itself, so a windowed layer
+            # reads at most `window` positions a step however long the sequence (the runtime sizes the buffer)
+            attrs["sliding_window_cache"] = 1
         if softcap:
             attrs["softcap"] = float(softcap)
         cos, sin = rotary

@@ -85,6 +85,16 @@ def check_supported(model_type: str) -> None:
         )
 
 
+def _window_sizes(model: onnx.ModelProto, layers: int) -> list[int] | None:
+    """Per layer, the window of a GroupQueryAttention that keeps a window-sized cache (0: full); None if none do."""
+    windows = [0] * layers
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "GroupQueryAttention" and attrs.get("sliding_window_cache") == 1:
+            windows[int(PAST.match(node.input[3]).group(1))] = int(attrs["local_window_size"])
+    return windows if any(windows) else None
+
+
 def read_interface(graph_path: Path) -> tuple[list[str], KVCacheSpec]:
     """The graph's non-cache inputs and its KV cache layout, as the manifest records them."""
     model = onnx.load(str(graph_path), load_external_data=False)
@@ -103,7 +113,8 @@ def read_interface(graph_path: Path) -> tuple[list[str], KVCacheSpec]:
     if not isinstance(heads, int) or not isinstance(head_dim, int):
         raise EdgelmError(f"{graph_path}: the cache's head count and head size must be fixed, got {heads}, {head_dim}")
     outputs = {o.name for o in model.graph.output}
-    spec = KVCacheSpec(num_layers=len(layers), num_kv_heads=heads, head_dim=head_dim, dtype=dtype)
+    spec = KVCacheSpec(num_layers=len(layers), num_kv_heads=heads, head_dim=head_dim, dtype=dtype,
+                       windows=_window_sizes(model, len(layers)))
     missing = [n for n in ["logits", *spec.present_names()] if n not in outputs]
     if missing:
         raise EdgelmError(f"{graph_path} lacks outputs {', '.join(missing[:3])}; cannot run it with a cache")

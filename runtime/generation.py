@@ -71,8 +71,8 @@ def generate_tokens(
     length = len(prompt_ids)
     cache = cache if cache is not None else runner.new_cache()
     start = time.perf_counter()
-    kept = reusable(cache, prompt_ids)  # positions already computed for this prompt's prefix
-    cache.truncate(kept)
+    cache.truncate(reusable(cache, prompt_ids))  # keep what was already computed for this prompt's prefix
+    kept = cache.length  # less than asked when a window-sized cache had evicted part of it
     timings.cached_tokens = kept
     logits = runner.prefill(seen[None, kept:length], cache)[0]  # prefill: (vocab,) for the last prompt position
     for step in range(budget):

@@ -10,6 +10,12 @@ Two layouts, chosen by the manifest (never by model type):
 Both remember the token ids they hold (`tokens`, for batch 1) and can be cut back to a prefix
 (`truncate`), which is all that prefix reuse needs: a later prompt that starts with the same
 tokens runs only the rest.
+
+Layers with a sliding window may keep a window-sized cache (manifest `kv.windows`; the graph's
+GroupQueryAttention has `sliding_window_cache`): the attention op keeps the most recent positions
+at rows [0, L) of a fixed buffer and evicts the rest itself, so a windowed layer reads at most a
+window of positions per step however long the sequence gets. Such buffers are never grown or
+sliced here; a cut that would need evicted positions drops the whole cache instead.
 """
 
 from __future__ import annotations
@@ -20,14 +26,35 @@ import onnxruntime as ort
 GROWTH_BLOCK = 256  # shared buffers grow to a multiple of this many positions
 
 
+def window_capacity(window: int) -> int:
+    """Rows of a windowed shared buffer: the window plus slack, so the op compacts once per slack steps."""
+    return window + max(16, window // 4)
+
+
+def resident(total: int, capacity: int, window: int) -> int:
+    """Positions a windowed buffer of `capacity` rows holds after `total` tokens (onnxruntime's GQA contract)."""
+    if total <= capacity:
+        return total
+    reclaimed = capacity - window + 1  # positions evicted at once when the buffer is full
+    return total - reclaimed * -(-(total - capacity) // reclaimed)
+
+
+def exact_cut(length: int, total: int, capacity: int, window: int) -> bool:
+    """Whether a windowed buffer holding `total` tokens still holds the layout of its first `length` tokens."""
+    return resident(length, capacity, window) == resident(total, capacity, window) - (total - length)
+
+
 class ConcatCache:
     """Past tensors of length `length`; replaced by the graph's present outputs after each run."""
 
-    def __init__(self, shape: tuple[int, int, int], count: int, dtype: np.dtype, device: str):
+    def __init__(self, shape: tuple[int, int, int], count: int, dtype: np.dtype, device: str,
+                 windows: list[int] | None = None):
         batch, heads, head_dim = shape
         self.shape, self.dtype = shape, np.dtype(dtype)
-        empty = np.zeros((batch, heads, 0, head_dim), dtype=dtype)  # a first step has no past
-        self.values = [ort.OrtValue.ortvalue_from_numpy(empty, device) for _ in range(count)]
+        # a first step has no past; a windowed tensor keeps a buffer of exactly its window (what CUDA requires)
+        self.windows = list(windows or [0] * count)
+        self.values = [ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, heads, w, head_dim), dtype=dtype), device)
+                       for w in self.windows]
         self.device = device
         self.length = 0  # positions already in the cache
         self.tokens: list[int] = []  # the token ids at those positions (batch 1; GraphRunner.forward keeps it)
@@ -49,12 +76,18 @@ class ConcatCache:
         self.length = total
 
     def truncate(self, length: int) -> None:
-        """Keeps the first `length` positions: slices every past tensor (the graph concatenates onto them)."""
+        """Keeps the first `length` positions (0 if a windowed tensor no longer holds them; see `length`).
+
+        Slices every full-length past tensor (the graph concatenates onto them); windowed ones stay as they are.
+        """
         if length >= self.length:
             return
+        if not all(exact_cut(length, self.length, w, w) for w in self.windows if w):
+            length = 0
         self.values = [
-            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]), self.device)
-            for v in self.values  # (batch, kv_heads, length, head_dim)
+            value if window else
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[:, :, :length]), self.device)
+            for value, window in zip(self.values, self.windows)  # (batch, kv_heads, length, head_dim)
         ]
         self.length = length
         del self.tokens[length:]
@@ -62,17 +95,19 @@ class ConcatCache:
     @property
     def nbytes(self) -> int:
         batch, heads, head_dim = self.shape
-        return len(self.values) * batch * heads * self.length * head_dim * self.dtype.itemsize
+        rows = sum(w or self.length for w in self.windows)
+        return batch * heads * rows * head_dim * self.dtype.itemsize
 
 
 class SharedBufferCache:
     """One buffer per tensor, bound as both past input and present output; (batch, heads, capacity, head_dim)."""
 
     def __init__(self, shape: tuple[int, int, int], count: int, dtype: np.dtype, device: str,
-                 block: int = GROWTH_BLOCK):
+                 block: int = GROWTH_BLOCK, windows: list[int] | None = None):
         self.shape, self.count, self.dtype, self.device, self.block = shape, count, dtype, device, block
+        self.windows = list(windows or [0] * count)  # per tensor: its sliding window if the buffer is window-sized
         self.values: list[ort.OrtValue] = []
-        self.capacity = 0
+        self.capacity = 0  # rows of the full-length buffers (windowed ones have window_capacity rows for good)
         self.length = 0
         self.tokens: list[int] = []  # the token ids at positions [0, length) (batch 1; GraphRunner.forward keeps it)
         self._binding: ort.IOBinding | None = None
@@ -97,15 +132,20 @@ class SharedBufferCache:
 
     def truncate(self, length: int) -> None:
         """Keeps the first `length` positions: attention reads only up to the sequence length bound, and the
-        next run overwrites the positions after it."""
-        if length < self.length:
-            self.length = length
-            del self.tokens[length:]
+        next run overwrites the positions after it. A windowed buffer that has evicted some of those positions
+        cannot go back, and then the whole cache is dropped (`length` becomes 0)."""
+        if length >= self.length:
+            return
+        if not all(exact_cut(length, self.length, window_capacity(w), w) for w in self.windows if w):
+            length = 0
+        self.length = length
+        del self.tokens[length:]
 
     @property
     def nbytes(self) -> int:
         batch, heads, head_dim = self.shape
-        return self.count * batch * heads * self.capacity * head_dim * np.dtype(self.dtype).itemsize
+        rows = sum(window_capacity(w) if w else self.capacity for w in self.windows) if self.values else 0
+        return batch * heads * rows * head_dim * np.dtype(self.dtype).itemsize
 
     def _reserve(self, total: int) -> None:
         """Grows every buffer to hold `total` positions (at least doubling, in whole blocks)."""
@@ -114,8 +154,12 @@ class SharedBufferCache:
         capacity = -(-max(total, 2 * self.capacity) // self.block) * self.block
         batch, heads, head_dim = self.shape
         grown = []
-        for old in self.values or [None] * self.count:
-            data = np.zeros((batch, heads, capacity, head_dim), dtype=self.dtype)
+        for old, window in zip(self.values or [None] * self.count, self.windows):
+            if window and old is not None:  # allocated once, at its final size
+                grown.append(old)
+                continue
+            rows = window_capacity(window) if window else capacity
+            data = np.zeros((batch, heads, rows, head_dim), dtype=self.dtype)
             if old is not None and self.length:
                 data[:, :, : self.length] = old.numpy()[:, :, : self.length]
             grown.append(ort.OrtValue.ortvalue_from_numpy(data, self.device))

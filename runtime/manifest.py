@@ -33,12 +33,19 @@ class KVCacheSpec:
     present_key: str = "present.{layer}.key"  # graph output name template
     present_value: str = "present.{layer}.value"
     shared_buffer: bool = False  # True: the graph updates the past buffer in place (bind it as present too)
+    # per layer: the sliding window of a layer whose cache holds only that many recent positions (the graph
+    # evicts older ones itself), 0 for a full-length cache; None: every layer full-length
+    windows: list[int] | None = None
 
     def past_names(self) -> list[str]:
         return [n.format(layer=i) for i in range(self.num_layers) for n in (self.past_key, self.past_value)]
 
     def present_names(self) -> list[str]:
         return [n.format(layer=i) for i in range(self.num_layers) for n in (self.present_key, self.present_value)]
+
+    def tensor_windows(self) -> list[int]:
+        """The window of each past tensor, in past_names() order (0: full length)."""
+        return [w for w in (self.windows or [0] * self.num_layers) for _ in range(2)]
 
 
 @dataclass

@@ -67,8 +67,10 @@ class _Fields:
         if key in self.data and not isinstance(value, dict):
             raise _bad(self.name(key), f"must be a JSON object, got {_kind(value)}")
 
-    def int_list(self, key: str, low: int, high: int) -> None:
+    def int_list(self, key: str, low: int, high: int, optional: bool = False) -> None:
         value = self.get(key, False)
+        if optional and value is None:
+            return
         if key in self.data and (not isinstance(value, list) or not all(is_int(v) and low <= v <= high for v in value)):
             raise _bad(self.name(key), f"must be a list of integers in [{low}, {high}], got {_kind(value)}")
 
@@ -125,6 +127,10 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
     for key in ("past_key", "past_value", "present_key", "present_value"):
         kv.name_template(key)
     kv.bool("shared_buffer")
+    kv.int_list("windows", 0, MAX_DIM, optional=True)  # per layer: the window of a window-sized cache, 0 for a full-length one
+    windows = data["kv"].get("windows")
+    if windows is not None and is_int(data["kv"].get("num_layers")) and len(windows) != data["kv"]["num_layers"]:
+        raise _bad("kv.windows", f"must have one entry per layer ({data['kv']['num_layers']}), got {len(windows)}")
     kv.no_unknown()
 
     tokens = _Fields(data["tokens"], "tokens")

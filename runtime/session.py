@@ -68,9 +68,11 @@ class GraphRunner:
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
+        shape, count, windows = (batch, kv.num_kv_heads, kv.head_dim), len(self.past_names), kv.tensor_windows()
         # the shared buffer grows through host memory, so other devices keep the (also valid) concat layout
-        layout = SharedBufferCache if kv.shared_buffer and self._ort_device == "cpu" else ConcatCache
-        return layout((batch, kv.num_kv_heads, kv.head_dim), len(self.past_names), self.kv_dtype, self._ort_device)
+        if kv.shared_buffer and self._ort_device == "cpu":
+            return SharedBufferCache(shape, count, self.kv_dtype, self._ort_device, windows=windows)
+        return ConcatCache(shape, count, self.kv_dtype, self._ort_device, windows=windows)
 
     def prefill(self, input_ids: np.ndarray, cache, chunk: int | None = None) -> np.ndarray:
         """Runs a prompt in chunks of `chunk` tokens (default PREFILL_CHUNK); returns the last logits (batch, vocab).

@@ -53,3 +53,16 @@ def test_prompts_prefilled_in_chunks_generate_the_same_tokens(model, monkeypatch
     expected = list(model.generate_ids(prompt, model.config(max_new_tokens=8, eos_token_ids=())))
     monkeypatch.setattr(session, "PREFILL_CHUNK", 5)  # the prompt now takes several graph runs
     assert list(model.generate_ids(prompt, model.config(max_new_tokens=8, eos_token_ids=()))) == expected
+
+
+def test_resident_positions_follow_onnxruntimes_window_contract():
+    """L(T) = T up to the capacity, then drops by capacity - window + 1 at once: never below the window."""
+    from edgelm.kv_cache import exact_cut, resident
+
+    capacity, window = 20, 4
+    held = [resident(t, capacity, window) for t in range(1, 80)]
+    assert held[:20] == list(range(1, 21))
+    assert all(min(t, window) <= h <= min(t, capacity) for t, h in zip(range(1, 80), held))
+    assert resident(21, capacity, window) == 21 - 17  # 17 positions reclaimed at once
+    assert exact_cut(19, 20, capacity, window) and not exact_cut(20, 21, capacity, window)
+    assert exact_cut(21, 22, capacity, window)
