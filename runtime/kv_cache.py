@@ -44,6 +44,11 @@ def exact_cut(length: int, total: int, capacity: int, window: int) -> bool:
     return resident(length, capacity, window) == resident(total, capacity, window) - (total - length)
 
 
+def cut_length(length: int, total: int, windows: list[int], capacity) -> int:
+    """`length` if every windowed buffer (`capacity(window)` rows) can go back to it, else 0: start over."""
+    return length if all(exact_cut(length, total, capacity(w), w) for w in windows if w) else 0
+
+
 class ConcatCache:
     """Past tensors of length `length`; replaced by the graph's present outputs after each run."""
 
@@ -82,8 +87,7 @@ class ConcatCache:
         """
         if length >= self.length:
             return
-        if not all(exact_cut(length, self.length, w, w) for w in self.windows if w):
-            length = 0
+        length = cut_length(length, self.length, self.windows, capacity=lambda window: window)
         self.values = [
             value if window else
             ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[:, :, :length]), self.device)
@@ -136,8 +140,7 @@ class SharedBufferCache:
         cannot go back, and then the whole cache is dropped (`length` becomes 0)."""
         if length >= self.length:
             return
-        if not all(exact_cut(length, self.length, window_capacity(w), w) for w in self.windows if w):
-            length = 0
+        length = cut_length(length, self.length, self.windows, capacity=window_capacity)
         self.length = length
         del self.tokens[length:]
 
