@@ -26,7 +26,8 @@ class BatchRunner:
         self.shared = kv.shared_buffer  # the fused graph: GroupQueryAttention reads per-row lengths from the mask
         self.cache: SlotCache | PaddedCache | RowCaches
         if self.shared:
-            self.cache = SlotCache(kv.num_kv_heads, kv.head_dim, len(runner.past_names), runner.kv_dtype)
+            self.cache = SlotCache(kv.num_kv_heads, kv.head_dim, len(runner.past_names), runner.kv_dtype,
+                                   windows=kv.tensor_windows())
         elif "position_ids" in runner.inputs:  # padding is masked, and each row's positions are given
             self.cache = PaddedCache(kv.num_kv_heads, kv.head_dim, len(runner.past_names), runner.kv_dtype)
         else:  # positions come from the cache length inside the graph: padding would shift them

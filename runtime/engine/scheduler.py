@@ -31,8 +31,10 @@ class Scheduler:
         self.lock = threading.Lock()  # guards `waiting` against the threads that add requests
 
     def add(self, seqs: list[Sequence]) -> None:
-        """Queues `seqs` together, or none of them (QueueFull)."""
+        """Queues `seqs` together, or none of them (QueueFull). A sequence already queued, running or
+        finished is left as it is: queued again it would be prefilled again, into a second row."""
         with self.lock:
+            seqs = [s for s in seqs if s.status is Status.WAITING and all(s is not w for w in self.waiting)]
             queued = len(self.waiting) + len(self.running)
             if self.max_waiting is not None and queued + len(seqs) > self.max_batch + self.max_waiting:
                 raise QueueFull(f"{queued} sequences are already running or waiting (the most is "

@@ -4,7 +4,9 @@ Two layouts, chosen by the manifest like the single-sequence caches in kv_cache.
 - SlotCache (shared buffer, the fused graph's GroupQueryAttention): row b holds its tokens at
   positions [0, lengths[b]) of one buffer bound as both past and present. The graph reads each
   row's length from its attention_mask row sum, writes the new token at that position and
-  rotates it by that position, so rows of different lengths need no padding at all.
+  rotates it by that position, so rows of different lengths need no padding at all. A tensor of
+  a sliding-window layer (manifest kv.windows) keeps window_capacity(window) positions a row for
+  good: the op evicts within each row by that row's own length, as in kv_cache.SharedBufferCache.
 - PaddedCache (concat, optimum's graphs): rows are left-padded to a common width; the graph
   masks the padding through attention_mask and gets each row's positions in position_ids. Left
   padding keeps a row's tokens contiguous, so sliding-window masks still measure true distances.
@@ -20,18 +22,22 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from ..kv_cache import window_capacity
+
 GROWTH_BLOCK = 256  # slot buffers grow to a multiple of this many positions
 
 
 class SlotCache:
     """Shared past/present buffers (rows, kv_heads, capacity, head_dim), grown as rows and lengths do."""
 
-    def __init__(self, heads: int, head_dim: int, count: int, dtype: np.dtype, block: int = GROWTH_BLOCK):
+    def __init__(self, heads: int, head_dim: int, count: int, dtype: np.dtype, block: int = GROWTH_BLOCK,
+                 windows: list[int] | None = None):
         self.heads, self.head_dim, self.count, self.dtype, self.block = heads, head_dim, count, dtype, block
-        self.buffers: list[np.ndarray] = []  # count x (rows, heads, capacity, head_dim); the graph writes in place
+        self.windows = list(windows or [0] * count)  # per tensor: its sliding window if the buffer is window-sized
+        self.buffers: list[np.ndarray] = []  # count x (rows, heads, positions, head_dim); the graph writes in place
         self.lengths: list[int] = []  # positions held by each active row
         self.rows = 0  # rows allocated
-        self.capacity = 0  # positions allocated per row
+        self.capacity = 0  # positions allocated per row of the full-length buffers
         self.version = 0  # bumped whenever the buffers are replaced
         self._binding: ort.IOBinding | None = None
         self._bound: tuple[int, int] | None = None  # (rows bound, buffers version) of the cached binding
@@ -51,8 +57,11 @@ class SlotCache:
         last = self.size - 1
         if row != last:
             length = self.lengths[last]
-            for buf in self.buffers:
-                buf[row, :, :length] = buf[last, :, :length]
+            for buf, window in zip(self.buffers, self.windows):
+                if window:
+                    buf[row] = buf[last]  # where its positions sit depends on the evictions so far: all rows
+                else:
+                    buf[row, :, :length] = buf[last, :, :length]
             self.lengths[row] = length
         self.lengths.pop()
         return last if row != last else -1
@@ -66,10 +75,14 @@ class SlotCache:
         if length > self.capacity:
             new_cap = -(-max(length, 2 * self.capacity) // self.block) * self.block
         grown = []
-        for old in self.buffers or [None] * self.count:
-            data = np.zeros((new_rows, self.heads, new_cap, self.head_dim), dtype=self.dtype)
+        for old, window in zip(self.buffers or [None] * self.count, self.windows):
+            if window and old is not None and new_rows == self.rows:
+                grown.append(old)  # window-sized for good: only more rows make it grow
+                continue
+            positions = window_capacity(window) if window else new_cap
+            data = np.zeros((new_rows, self.heads, positions, self.head_dim), dtype=self.dtype)
             if old is not None:
-                data[: self.rows, :, : self.capacity] = old
+                data[: self.rows, :, : old.shape[2]] = old
             grown.append(data)
         self.buffers, self.rows, self.capacity = grown, new_rows, new_cap
         self.version += 1

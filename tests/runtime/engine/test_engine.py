@@ -11,9 +11,13 @@ PROMPTS = ["Hi", "Hello there, how are", "A", "The quick brown fox jumps over th
 
 
 @pytest.fixture(scope="module", params=[("llama", "fp32", "auto"), ("llama", "int4", "auto"), ("llama", "fp32", "optimum"),
-                                        ("gpt2", "fp32", "auto"), ("gemma3_text", "fp32", "auto")],
-                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat", "gemma3-rows"])
-def model(request, exported):
+                                        ("gpt2", "fp32", "auto"), ("gemma3_text", "fp32", "auto"), "gemma3-fused"],
+                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat", "gemma3-rows", "gemma3-windows"])
+def model(request, exported, tmp_path_factory):
+    if request.param == "gemma3-fused":  # the fused graph: sliding-window layers (window 4) keep window-sized slots
+        from tests.export.fused_models import export_fp32, tiny_model
+
+        return export_fp32(tiny_model("gemma3_text"), tmp_path_factory.mktemp("gemma3-fused"))
     return edgelm.load(exported(*request.param))
 
 
@@ -60,6 +64,21 @@ def test_late_joiners_equal_alone(model):
     engine.generate(later)
     engine.generate(first)
     for seq in first + later:
+        assert seq.tokens == alone(model, seq.prompt_ids, config)
+
+
+def test_generate_finishes_sequences_already_running(model):
+    """generate() on sequences that were added and stepped earlier continues them (no second prefill)."""
+    engine = engine_for(model)
+    config = model.config(max_new_tokens=12, eos_token_ids=())
+    seqs = [engine.sequence(model.encode(p), config) for p in PROMPTS[:3]]
+    engine.add(seqs)
+    engine.add(seqs[:1])  # twice: still one row
+    for _ in range(4):
+        engine.step()
+    assert engine.batch.size == 3
+    engine.generate(seqs)
+    for seq in seqs:
         assert seq.tokens == alone(model, seq.prompt_ids, config)
 
 
@@ -118,3 +137,46 @@ def test_background_thread_serves(model):
     finally:
         engine.stop()
     assert np.all([s.done.is_set() for s in seqs])
+
+
+def test_sliding_window_rows_stay_window_sized(model):
+    """A windowed layer's slot buffer keeps window_capacity positions a row while full layers grow with the
+    longest row; the sequences run past that capacity, so each row evicts by its own length (and the tokens
+    still equal a run alone, checked above for the same prompts)."""
+    from edgelm.kv_cache import window_capacity
+
+    windows = model.manifest.kv.tensor_windows()
+    if not model.manifest.kv.shared_buffer or not any(windows):
+        pytest.skip("no window-sized tensors in this graph")
+    engine = engine_for(model)
+    capacity = window_capacity(max(windows))
+    config = model.config(max_new_tokens=capacity + 20, eos_token_ids=())
+    seqs = [engine.sequence(model.encode(p), config) for p in PROMPTS[:3]]
+    engine.add(seqs)
+    for _ in range(capacity + 10):  # the rows are still running after these steps
+        engine.step()
+    cache = engine.batch.cache
+    assert len(cache.lengths) == 3 and min(cache.lengths) > capacity  # every row has evicted
+    for buffer, window in zip(cache.buffers, windows):
+        assert buffer.shape[2] == (window_capacity(window) if window else cache.capacity)
+    assert cache.capacity >= max(cache.lengths)
+    engine.generate(seqs)
+    for seq in seqs:
+        assert seq.tokens == alone(model, seq.prompt_ids, config)
+
+
+def test_window_wider_than_a_growth_block(tmp_path):
+    """onnxruntime refuses a windowed buffer narrower than its window: a slot row of a window-sized tensor has
+    window_capacity(window) positions from the start, not the GROWTH_BLOCK a full-length row starts with
+    (before, Gemma 3's 512-position window failed on every request)."""
+    from tests.export.fused_models import export_fp32, tiny_model
+    from edgelm.engine.slots import GROWTH_BLOCK
+
+    window = GROWTH_BLOCK + 44
+    model = export_fp32(tiny_model("gemma3_text", sliding_window=window, max_position_embeddings=1024), tmp_path)
+    assert window in model.manifest.kv.windows
+    config = model.config(max_new_tokens=6, eos_token_ids=())
+    engine = engine_for(model)
+    seqs = engine.generate([engine.sequence(model.encode(p), config) for p in PROMPTS[:2]])
+    for seq in seqs:
+        assert seq.error is None and seq.tokens == alone(model, seq.prompt_ids, config)
