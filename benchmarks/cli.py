@@ -61,18 +61,30 @@ def compare(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,int8,int4,gguf",
                         help="edgelm exports to compare; fp32 is the reference for the KLD and top-1 columns")
     parser.add_argument("--backends", default="all")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="one more edgelm model folder of the same model as a row labelled LABEL "
+                             "(an export with other settings); repeatable")
     add_timing_arguments(parser)
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json, latest.md, latest.png")
     args = parser.parse_args(argv)
     from edgelm.text_pipeline import resolve_model
 
     backends, settings = parse_backends(args.backends), settings_from(args)  # checked before any export
-    folders = {p: resolve_model(args.model, p) for p in args.precisions.split(",")}
+    extra = dict(_label_and_folder(item) for item in args.also)
+    folders = {p: resolve_model(args.model, p) for p in args.precisions.split(",")} | extra
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     benchmark(folders, backends, settings, out / "latest.json", out / "latest.md", out / "latest.png")
     print(f"results written to {out}/latest.json, latest.md, latest.png", file=sys.stderr)
     return 0
+
+
+def _label_and_folder(item: str) -> tuple[str, Path]:
+    """--also's LABEL=FOLDER, the folder checked to be an edgelm model folder."""
+    label, sep, folder = item.partition("=")
+    if not sep or not label or not (Path(folder) / "edgelm.json").is_file():
+        raise SystemExit(f"--also {item!r}: give LABEL=FOLDER with an edgelm model folder (one with edgelm.json)")
+    return label, Path(folder)
 
 
 def session_options(argv: list[str] | None = None) -> int:

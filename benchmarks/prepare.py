@@ -157,7 +157,8 @@ def targets(folders: dict[str, Path], backends: list[str], threads: int) -> list
     if "transformers" in peers:
         rows.append(Target("transformers", "fp32", str(hf)))
     if "optimum" in peers:
-        rows += [Target("optimum", p, str(optimum_folder(manifests[p], hf))) for p in folders]
+        # one optimum row per precision: a folder added with other settings (--also) has no optimum twin
+        rows += [Target("optimum", p, str(optimum_folder(manifests[p], hf))) for p in folders if manifests[p].precision == p]
     if "genai" in peers:
         rows += _genai_rows(first, hf, threads)
     if "llamacpp" in peers:

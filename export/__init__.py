@@ -19,7 +19,7 @@ from edgelm.errors import EdgelmError
 from edgelm.manifest import PRECISIONS, Manifest
 from edgelm.versions import package_versions
 
-from .arguments import check_export_args
+from .arguments import check_export_args, check_head_block
 from .model_folder import (
     PACKAGES, count_parameters, file_digests, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
 )
@@ -46,6 +46,7 @@ def export_model(
     block_size: int = 32,
     accuracy_level: int = 4,
     lm_head_bits: int = 4,
+    lm_head_block_size: int | None = None,
     symmetric: bool | None = None,
     int4_method: str = "auto",
     int8_method: str = "weight-only",
@@ -66,6 +67,9 @@ def export_model(
         block_size: int4 block size (a power of two >= 16).
         accuracy_level: int4/gguf compute type on CPU (4: int8 with VNNI/AMX).
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
+        lm_head_block_size: the LM head's own int4 block size; None: `block_size`. A larger block makes
+            a big-vocabulary head much cheaper per token at some quality (Gemma 3 270M, block 128 against
+            32: decode about +25 %, KLD 0.122 -> 0.132, and the tied table is stored twice; see README).
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         int4_method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ on held-out calibration
             text, see int4_calibrated.py) or "auto" (both, keeping the lower perplexity on held-out text).
@@ -101,6 +105,8 @@ def export_model(
         with progress.step(f"loading {source}"):
             src = resolve_source(source, work)
             config = _hf_config(src.hf_folder)
+            if precision == "int4" and lm_head_block_size:
+                check_head_block(lm_head_block_size, int(config.hidden_size))
         with progress.step(f"exporting ONNX graph ({config.model_type})"):
             fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph, kv_dtype)
             graph_inputs, kv = read_interface(fp32_graph)
@@ -132,6 +138,7 @@ def export_model(
                 manifest.quantization = quantize_int4_best(
                     fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric,
                     block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits,
+                    lm_head_block_size=lm_head_block_size or block_size,
                 )
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
                 _share_tied_table(target, manifest, work, measure=share_tied_table is None and precision != "gguf")

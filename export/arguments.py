@@ -30,6 +30,11 @@ def check_export_args(args: dict) -> None:
         check_int("block_size", block, 16, 1 << 16, "a power of two >= 16 (32 is the default)")
         if block & (block - 1):
             raise EdgelmError(f"block_size={block} is invalid: use a power of two >= 16 (32 is the default)")
+    if args.get("lm_head_block_size") is not None:
+        block = args["lm_head_block_size"]
+        check_int("lm_head_block_size", block, 16, 1 << 16, "None (the block size) or a power of two >= 16")
+        if block & (block - 1):
+            raise EdgelmError(f"lm_head_block_size={block} is invalid: use None (the block size) or a power of two >= 16")
     if "accuracy_level" in args:
         check_int("accuracy_level", args["accuracy_level"], 0, 4, "0-4 (4: int8 compute, the fastest on CPU)")
     if "lm_head_bits" in args and args["lm_head_bits"] not in (4, 8) or isinstance(args.get("lm_head_bits"), bool):
@@ -49,3 +54,11 @@ def check_export_args(args: dict) -> None:
     for flag in ("check", "force", "quiet"):
         if flag in args and not (flag == "check" and args[flag] is None):  # check=None: follow $EDGELM_VALIDATE
             check_bool(flag, args[flag])
+
+
+def check_head_block(block: int, hidden_size: int) -> None:
+    """The LM head's blocks must tile its inputs (the hidden size) exactly: GPTQ and the shared table need whole blocks."""
+    if hidden_size % block:
+        fitting = [b for b in (256, 128, 64, 32, 16) if hidden_size % b == 0]
+        raise EdgelmError(f"lm_head_block_size={block} does not divide this model's hidden size {hidden_size}: "
+                          f"use one of {', '.join(map(str, fitting)) or 'the default'}")

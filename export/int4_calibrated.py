@@ -66,7 +66,8 @@ def calibration_ids(tokenizer_path: Path, tokens: int = CALIBRATION_TOKENS) -> n
 
 def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Path, symmetric: bool = False,
                              block_size: int = 32, accuracy_level: int = 4, lm_head_bits: int = 4,
-                             tokens: int = CALIBRATION_TOKENS, hessians: dict | None = None) -> dict:
+                             tokens: int = CALIBRATION_TOKENS, hessians: dict | None = None,
+                             lm_head_block_size: int | None = None) -> dict:
     """Writes `dst`: the fp32 graph `src` with GPTQ 4-bit MatMulNBits weights and a 4-bit embedding.
 
     Args:
@@ -80,6 +81,7 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
         lm_head_bits: 4, or 8 for an 8-bit round-to-nearest LM head.
         tokens: calibration positions.
         hessians: collect_hessians' result for `src`, to reuse across calls; None: collected here.
+        lm_head_block_size: the LM head's inputs per block; None: `block_size`.
     Returns:
         The settings for the manifest's `quantization` block.
     """
@@ -89,20 +91,25 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
         hessians = collect_hessians(src, manifest, ids, work)
     model = onnx.load(str(src))
     materialize_transposed_weights(model)
-    head = find_lm_head(model).name if lm_head_bits != 4 else None
+    head_block = lm_head_block_size or block_size
+    head_node = find_lm_head(model)
+    head_output = head_node.output[0]  # outputs are unique, names may be empty
+    head = head_node.name if lm_head_bits != 4 else None  # left to _head_8bit
     inits = {i.name: i for i in model.graph.initializer}
     nodes, added, report = [], [], {"matmuls": 0, "float_matmuls": [], "embedding": "float"}
     for node in progress_bar(list(model.graph.node), description="GPTQ int4, graph nodes"):
-        is_matmul = node.op_type == "MatMul" and node.name != head and node.input[1] in inits
+        is_matmul = node.op_type == "MatMul" and node.input[1] in inits and not (
+            head is not None and node.output[0] == head_output)
         is_gather = node.op_type == "Gather" and node.input[0] in inits
         weight = numpy_helper.to_array(inits[node.input[1 if is_matmul else 0]]) if is_matmul or is_gather else None
-        if weight is None or weight.ndim != 2 or weight.shape[1 if is_gather else 0] % block_size:
+        block = head_block if node.output[0] == head_output else block_size
+        if weight is None or weight.ndim != 2 or weight.shape[1 if is_gather else 0] % block:
             if is_matmul:
                 report["float_matmuls"].append(node.name or node.output[0])
             nodes.append(node)
             continue
         if is_matmul:  # weight (K, N)
-            q = gptq_int4(weight, hessians[node.input[0]], symmetric, block_size)
+            q = gptq_int4(weight, hessians[node.input[0]], symmetric, block)
             new, tensors = matmul_nbits(node, q, node.input[1], accuracy_level)
             report["matmuls"] += 1
         else:  # embedding (vocab, hidden): rows are looked up, so plain error
@@ -117,13 +124,14 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
     if head is not None:
-        model = _head_8bit(model, head, block_size, accuracy_level)
+        model = _head_8bit(model, head, head_block, accuracy_level)
     _drop_unused_initializers(model)
     save_graph(model, dst)
     logger.info("calibrated int4: %d MatMuls in %.0f s", report["matmuls"], time.perf_counter() - started)
     return {
         "method": "calibrated (GPTQ, numpy)", "bits": 4, "block_size": block_size, "symmetric": symmetric,
-        "accuracy_level": accuracy_level, "lm_head_bits": lm_head_bits, "int4_method": "calibrated",
+        "accuracy_level": accuracy_level, "lm_head_bits": lm_head_bits, "lm_head_block_size": head_block,
+        "int4_method": "calibrated",
         "calibration_tokens": int(hessians[POSITIONS]),
         "calibration_text": "calibration.calibration_text (pydoc_data sections held out from evaluation)", "damping": DAMPING,
         "clipping_ratios": [float(r) for r in RATIOS], "gptq_matmuls": report["matmuls"],

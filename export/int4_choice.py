@@ -42,7 +42,7 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
         work: a scratch folder.
         method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ) or "auto" (both, scored).
         symmetric: block symmetry; None tries both.
-        **settings: block_size, accuracy_level, lm_head_bits.
+        **settings: block_size, accuracy_level, lm_head_bits, lm_head_block_size.
     """
     if method not in INT4_METHODS:
         raise EdgelmError(f"int4_method={method!r} is invalid: use one of {', '.join(INT4_METHODS)}")

@@ -77,13 +77,14 @@ def quantize_int8(src: Path, dst: Path, method: str = "weight-only") -> dict:
 
 
 def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4, lm_head_bits: int = 4,
-                  symmetric: bool = True) -> dict:
+                  symmetric: bool = True, lm_head_block_size: int | None = None) -> dict:
     """Weight-only 4-bit blocks (MatMulNBits) for every MatMul with constant weights, the LM head included.
 
     accuracy_level 4 lets the CPU kernel multiply in int8 (VNNI/AMX). The token embedding
     table is stored in 4 bits too (GatherBlockQuantized). `lm_head_bits=8` keeps the LM head
     at 8 bits: perplexity 19.3 instead of 20.5 on SmolLM2 for 14 MB more. Which block
-    symmetry is better depends on the model: see int4_choice.py.
+    symmetry is better depends on the model: see int4_choice.py. `lm_head_block_size` gives the
+    LM head blocks of its own size (None: `block_size`).
     """
     if block_size < 16 or block_size & (block_size - 1):
         raise EdgelmError(f"block_size={block_size} must be a power of two >= 16 (32 is the default)")
@@ -92,12 +93,14 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
     if lm_head_bits not in (4, 8):
         raise EdgelmError(f"lm_head_bits={lm_head_bits} must be 4 or 8")
     return _quantize_nbits(src, dst, bits=4, block_size=block_size, accuracy_level=accuracy_level,
-                           symmetric=symmetric, ops=("MatMul", "Gather"), lm_head_bits=lm_head_bits)
+                           symmetric=symmetric, ops=("MatMul", "Gather"), lm_head_bits=lm_head_bits,
+                           lm_head_block_size=lm_head_block_size or block_size)
 
 
 def _quantize_nbits(src: Path, dst: Path, bits: int, block_size: int, accuracy_level: int, symmetric: bool,
-                    ops: tuple[str, ...], lm_head_bits: int) -> dict:
-    """MatMulNBits for MatMuls (GatherBlockQuantized for a Gather in `ops`); the LM head at `lm_head_bits`."""
+                    ops: tuple[str, ...], lm_head_bits: int, lm_head_block_size: int | None = None) -> dict:
+    """MatMulNBits for MatMuls (GatherBlockQuantized for a Gather in `ops`); the LM head at `lm_head_bits`
+    in blocks of `lm_head_block_size` (None: `block_size`)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     from .logits_slice import find_lm_head
@@ -106,18 +109,21 @@ def _quantize_nbits(src: Path, dst: Path, bits: int, block_size: int, accuracy_l
     materialize_transposed_weights(model)
     head = find_lm_head(model).name
 
-    def config(n_bits: int, op_types: tuple[str, ...]):
+    head_block = lm_head_block_size or block_size
+
+    def config(n_bits: int, op_types: tuple[str, ...], block: int = block_size):
         return DefaultWeightOnlyQuantConfig(
-            block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level, op_types_to_quantize=op_types,
+            block_size=block, is_symmetric=symmetric, accuracy_level=accuracy_level, op_types_to_quantize=op_types,
             quant_axes=(("MatMul", 0), ("Gather", 1)), bits=n_bits,
         )
 
-    separate_head = lm_head_bits != bits
+    separate_head = lm_head_bits != bits or head_block != block_size
     quantizer = MatMulNBitsQuantizer(model, algo_config=config(bits, ops), nodes_to_exclude=[head] if separate_head else None)
     quantizer.process()
     model = quantizer.model.model
     if separate_head:
-        quantizer = MatMulNBitsQuantizer(model, algo_config=config(lm_head_bits, ("MatMul",)), nodes_to_include=[head])
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config(lm_head_bits, ("MatMul",), head_block),
+                                         nodes_to_include=[head])
         quantizer.process()
         model = quantizer.model.model
     _drop_unused_initializers(model)
@@ -125,6 +131,7 @@ def _quantize_nbits(src: Path, dst: Path, bits: int, block_size: int, accuracy_l
     return {
         "method": "onnxruntime.MatMulNBitsQuantizer (RTN)", "bits": bits, "block_size": block_size,
         "symmetric": symmetric, "accuracy_level": accuracy_level, "op_types": list(ops), "lm_head_bits": lm_head_bits,
+        "lm_head_block_size": head_block,
         "quantized_nodes": _count(dst, "MatMulNBits") + _count(dst, "GatherBlockQuantized"),
     }
 

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--accuracy-level", type=int, default=4, help="int4 CPU compute type: 4 = int8 (default)")
     export.add_argument("--lm-head-bits", type=int, choices=[4, 8], default=4,
                         help="int4: keep the LM head at 8 bits (more accurate, a little larger)")
+    export.add_argument("--lm-head-block-size", type=int, default=None, metavar="N",
+                        help="int4: the LM head's own block size (default: --block-size); a larger block "
+                             "decodes big-vocabulary models faster at some quality (see README)")
     export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
                         help="int4 block symmetry; auto tries both and keeps the lower perplexity")
     export.add_argument("--int4-method", choices=["auto", "rtn", "calibrated"], default="auto",
@@ -237,7 +240,8 @@ def run_export(args) -> int:
     export_model = export_or_explain()
     export_model(
         args.source, args.output, precision=args.precision, block_size=args.block_size,
-        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits, graph=args.graph,
+        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits,
+        lm_head_block_size=args.lm_head_block_size, graph=args.graph,
         kv_dtype=args.kv_dtype,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
         int4_method=args.int4_method, share_tied_table=args.share_tied_table,

@@ -126,6 +126,36 @@ def test_int4_with_an_8_bit_lm_head(hf_folder, tmp_path):
     assert edgelm.load(tmp_path / "m").generate("Hi", max_new_tokens=3) is not None
 
 
+@pytest.mark.parametrize("method", ["rtn", "calibrated"])
+def test_int4_lm_head_with_its_own_block_size(hf_folder, tmp_path, method):
+    """The LM head alone gets larger blocks (fewer scales to read per token); every other weight keeps block_size."""
+    import onnx
+
+    from edgelm.export import export_model
+
+    manifest = export_model(str(hf_folder("llama")), tmp_path / "m", precision="int4", int4_method=method,
+                            symmetric=False, block_size=16, lm_head_block_size=32, check=False, quiet=True)
+    graph = onnx.load(str(tmp_path / "m" / "model.onnx"), load_external_data=False).graph
+    blocks = {n.output[0]: {a.name: a.i for a in n.attribute}["block_size"] for n in graph.node
+              if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
+    assert blocks.pop("logits") == 32
+    assert blocks and set(blocks.values()) == {16}
+    assert manifest.quantization["lm_head_block_size"] == 32 and manifest.quantization["block_size"] == 16
+    model = edgelm.load(tmp_path / "m")
+    assert len(list(model.generate_ids(model.encode("Hi"), model.config(max_new_tokens=4, eos_token_ids=())))) == 4
+
+
+@pytest.mark.parametrize("block,message", [(48, "power of two"), (64, "hidden size 32")])
+def test_lm_head_block_size_that_cannot_work_is_refused(hf_folder, tmp_path, block, message):
+    from edgelm.errors import EdgelmError
+    from edgelm.export import export_model
+
+    with pytest.raises(EdgelmError, match=message):
+        export_model(str(hf_folder("llama")), tmp_path / "m", precision="int4", lm_head_block_size=block,
+                     check=False, quiet=True)
+    assert not (tmp_path / "m").exists()
+
+
 def test_int8_weight_only_method(hf_folder, tmp_path):
     import onnx
 
