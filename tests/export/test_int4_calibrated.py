@@ -12,7 +12,7 @@ import edgelm
 from edgelm.export.calibration import calibration_text, scoring_text
 from edgelm.export.gptq import gptq_int4, output_error
 from edgelm.export.int4_blocks import Int4Matrix, rtn_int4
-from edgelm.export.int4_calibrated import matmul_nbits
+from edgelm.export.int4_calibrated import gather_block_quantized, matmul_nbits
 from edgelm.manifest import Manifest
 from edgelm.quality import reference_text
 
@@ -80,6 +80,23 @@ def test_packing_decodes_to_the_quantized_matrix(symmetric):
     x = rng.standard_normal((2, 96)).astype(np.float32)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, x @ q.dequantize().T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("hidden", [32, 64])  # one block a row (zero points padded to a byte), two blocks
+def test_embedding_gather_returns_the_quantized_rows(symmetric, hidden):
+    """onnxruntime's GatherBlockQuantized on the written table (with its zero points when asymmetric) gives q's rows."""
+    table = np.random.default_rng(3).standard_normal((50, hidden)).astype(np.float32)
+    q = rtn_int4(table.T, symmetric, None, 32)
+    lookup = helper.make_node("Gather", ["table", "ids"], ["rows"])
+    node, inits = gather_block_quantized(lookup, q, "table")
+    assert (len(node.input) == 4) != symmetric
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [3, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    ids = np.array([0, 17, 49])
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    np.testing.assert_allclose(rows, q.dequantize()[ids], rtol=1e-6, atol=1e-6)
 
 
 def test_calibration_and_scoring_texts_are_held_out():
