@@ -69,7 +69,7 @@ def export_model(
         lm_head_bits: 4, or 8 for a more accurate LM head (int4 only).
         lm_head_block_size: the LM head's own int4 block size; None: `block_size`. A larger block makes
             a big-vocabulary head much cheaper per token at some quality (Gemma 3 270M, block 128 against
-            32: decode about +25 %, KLD 0.122 -> 0.132, and the tied table is stored twice; see README).
+            32: decode +25 %, KLD 0.122 -> 0.141, and the tied table is stored twice; see README).
         symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
         int4_method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ on held-out calibration
             text, see int4_calibrated.py) or "auto" (both, keeping the lower perplexity on held-out text).
