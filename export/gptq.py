@@ -1,13 +1,22 @@
-"""GPTQ for 4-bit blocks: round one input column at a time and push its error onto the columns not yet rounded.
+"""GPTQ for 4-bit blocks: round one input at a time and push its error onto the inputs not yet rounded.
 
 Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
-Transformers" (2022). With H = X^T X of the calibration inputs, rounding column k of W
-(outputs x inputs) to q leaves an output error that the remaining columns can partly cancel:
-`W[:, k+1:] -= (w_k - q_k) / U[k, k] * U[k, k+1:]`, where U is the upper Cholesky factor of
-H^-1. Scales (and zeros) are chosen per block of 32 inputs when the block is reached, from the
-weights as the earlier errors left them (int4_blocks.quantize_group, with a clipping search
-weighted by diag H). Columns are taken in order, so the blocks stay contiguous as MatMulNBits
-needs them; the updates are applied a block at a time (one matrix product per block).
+Transformers" (2022). With H = X^T X of the calibration inputs, rounding input k of W to q
+leaves an output error that the inputs not yet rounded can partly cancel:
+`W[rest] -= (w_k - q_k) / U[k, k] * U[k, rest]`, where U is the upper Cholesky factor of H^-1.
+
+Two choices of the paper's reference code matter here:
+- act order: the inputs are rounded in order of descending diag(H) (the loudest first), so the
+  inputs that carry the most signal are rounded while every other input can still compensate;
+- static groups: each block's scale (and zero) is chosen from the original weights before any
+  rounding (int4_blocks.quantize_group: clipping search weighted by diag H), so the blocks stay
+  contiguous along K as MatMulNBits needs them whatever order the inputs are rounded in.
+On SmolLM2-135M (2,048 tokens against fp32) act order took KLD from 0.0845 to 0.0604, top-1 from
+85.5 % to 87.9 % and perplexity from 12.60 to 12.30 against in-order rounding with each block's
+scale chosen when it was reached (fp32 11.65); same format, same speed. In order (`act_order=False`)
+each block's scale is still chosen when the block is reached, from the weights as the earlier
+errors left them. The updates are applied a block's worth of inputs at a time (one matrix
+product per batch).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ def inverse_cholesky(hessian: np.ndarray, damping: float = DAMPING) -> np.ndarra
 
 
 def gptq_int4(weight: np.ndarray, hessian: np.ndarray, symmetric: bool, block: int = 32,
-              damping: float = DAMPING, ratios: tuple[float, ...] = RATIOS) -> Int4Matrix:
+              damping: float = DAMPING, ratios: tuple[float, ...] = RATIOS, act_order: bool = True) -> Int4Matrix:
     """Quantizes W (K inputs, N outputs) to 4-bit blocks, minimizing the output error on the inputs behind H.
 
     Works on rows of MatMul's (K, N) layout, so an input "column" of the paper is a contiguous row.
@@ -43,6 +52,7 @@ def gptq_int4(weight: np.ndarray, hessian: np.ndarray, symmetric: bool, block: i
         block: inputs per block (one scale per block and output).
         damping: see DAMPING.
         ratios: clipping ratios tried per block (int4_blocks.quantize_group).
+        act_order: round the inputs loudest first (descending diag H); False: in order.
     Returns:
         The levels, scales and zeros.
     """
@@ -53,28 +63,37 @@ def gptq_int4(weight: np.ndarray, hessian: np.ndarray, symmetric: bool, block: i
     h[dead, dead] = 1.0
     w[dead] = 0.0
     importance = np.diag(h).astype(np.float32)
-    u = inverse_cholesky(h, damping).astype(np.float32)
-    levels = np.empty((k, n), np.uint8)
     scales = np.empty((k // block, n), np.float32)
-    zeros = np.empty((k // block, n), np.uint8)
-    for b in range(k // block):
-        start, end = b * block, (b + 1) * block
-        group = w[start:end]  # (block, N), updated in place below, input by input
-        u_group = u[start:end, start:end]
-        scale, zero = quantize_group(group, importance[start:end], symmetric, ratios)  # (1, N) each
+    zeros = np.empty((k // block, n), np.float32)
+    if act_order:  # static groups: every block's scale from the weights before any rounding
+        for b in range(k // block):
+            rows = slice(b * block, (b + 1) * block)
+            scales[b], zeros[b] = (v[0] for v in quantize_group(w[rows], importance[rows], symmetric, ratios))
+    order = np.argsort(-importance, kind="stable") if act_order else np.arange(k)
+    w = w[order]
+    u = inverse_cholesky(h[np.ix_(order, order)], damping).astype(np.float32)
+    group = order // block  # each input's block, in rounding order
+    levels = np.empty((k, n), np.uint8)  # in rounding order
+    for start in range(0, k, block):  # `block` inputs between two matrix-product updates of the rest
+        end = start + block
+        batch = w[start:end]  # (block, N), updated in place below, input by input
+        if not act_order:  # in order, the batch is one block: its scale from the weights as earlier errors left them
+            b = start // block
+            scales[b], zeros[b] = (v[0] for v in quantize_group(batch, importance[start:end], symmetric, ratios))
         errors = np.empty((block, n), np.float32)
         for i in range(block):
-            row = group[i : i + 1]  # (1, N)
+            b = group[start + i]
+            row, scale, zero = batch[i : i + 1], scales[b : b + 1], zeros[b : b + 1]  # (1, N) each
             q = quantize_rows(row, scale, zero)
             levels[start + i] = q[0]
-            err = (row - scale * (q - zero)) / u_group[i, i]  # (1, N)
-            group[i:] -= u_group[i, i:, None] * err
+            err = (row - scale * (q - zero)) / u[start + i, start + i]  # (1, N)
+            batch[i:] -= u[start + i, start + i : end, None] * err
             errors[i] = err[0]
         if end < k:
             w[end:] -= u[start:end, end:].T @ errors
-        scales[b], zeros[b] = scale[0], zero[0]
+    levels[order] = levels.copy()
     return Int4Matrix(np.ascontiguousarray(levels.T), np.ascontiguousarray(scales.T),
-                      None if symmetric else np.ascontiguousarray(zeros.T), block)
+                      None if symmetric else np.ascontiguousarray(zeros.astype(np.uint8).T), block)
 
 
 def output_error(weight: np.ndarray, quantized: Int4Matrix, hessian: np.ndarray) -> float:
