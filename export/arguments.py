@@ -26,15 +26,9 @@ def check_export_args(args: dict) -> None:
     if not isinstance(output, (str, os.PathLike)) or not str(output):
         raise EdgelmError(f"output={output!r} is invalid: give the folder to write")
     if "block_size" in args:
-        block = args["block_size"]
-        check_int("block_size", block, 16, 1 << 16, "a power of two >= 16 (32 is the default)")
-        if block & (block - 1):
-            raise EdgelmError(f"block_size={block} is invalid: use a power of two >= 16 (32 is the default)")
+        _check_block("block_size", args["block_size"], "a power of two >= 16 (32 is the default)")
     if args.get("lm_head_block_size") is not None:
-        block = args["lm_head_block_size"]
-        check_int("lm_head_block_size", block, 16, 1 << 16, "None (the block size) or a power of two >= 16")
-        if block & (block - 1):
-            raise EdgelmError(f"lm_head_block_size={block} is invalid: use None (the block size) or a power of two >= 16")
+        _check_block("lm_head_block_size", args["lm_head_block_size"], "None (the block size) or a power of two >= 16")
     if "accuracy_level" in args:
         check_int("accuracy_level", args["accuracy_level"], 0, 4, "0-4 (4: int8 compute, the fastest on CPU)")
     if "lm_head_bits" in args and args["lm_head_bits"] not in (4, 8) or isinstance(args.get("lm_head_bits"), bool):
@@ -54,6 +48,13 @@ def check_export_args(args: dict) -> None:
     for flag in ("check", "force", "quiet"):
         if flag in args and not (flag == "check" and args[flag] is None):  # check=None: follow $EDGELM_VALIDATE
             check_bool(flag, args[flag])
+
+
+def _check_block(name: str, block, allowed: str) -> None:
+    """An int4 block size: a power of two >= 16."""
+    check_int(name, block, 16, 1 << 16, allowed)
+    if block & (block - 1):
+        raise EdgelmError(f"{name}={block} is invalid: use {allowed}")
 
 
 def check_head_block(block: int, hidden_size: int) -> None:
