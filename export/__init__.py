@@ -25,7 +25,7 @@ from .model_folder import (
 )
 from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
-from .int4_choice import quantize_int4_best, scoring_ids, scoring_perplexity
+from .int4_choice import Scorer, quantize_int4_best
 from .onnx_graph import export_fp32_graph, read_interface
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS, save_graph
@@ -35,7 +35,7 @@ from .validate import validate, validation_wanted
 
 __all__ = ["export_model"]
 
-TIED_TABLE_TOLERANCE = 0.005  # share a tied table if perplexity rises by at most this share (see _share_tied_table)
+TIED_TABLE_TOLERANCE = 0.005  # share a tied table if the KLD against fp32 rises by at most this (nats; see _share_tied_table)
 
 
 @quiet_libraries()  # third-party loggers and warnings quietened for this call only
@@ -70,16 +70,17 @@ def export_model(
         lm_head_block_size: the LM head's own int4 block size; None: `block_size`. A larger block makes
             a big-vocabulary head much cheaper per token at some quality (Gemma 3 270M, block 128 against
             32: decode +25 %, KLD 0.122 -> 0.141, and the tied table is stored twice; see README).
-        symmetric: int4 block symmetry; None quantizes both ways and keeps the lower perplexity.
+        symmetric: int4 block symmetry; None quantizes both ways and keeps the one closer to fp32 (KLD).
         int4_method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ on held-out calibration
-            text, see int4_calibrated.py) or "auto" (both, keeping the lower perplexity on held-out text).
+            text, see int4_calibrated.py) or "auto" (both, keeping the lower KLD against the fp32 graph
+            on held-out text; see int4_choice.py).
         int8_method: "weight-only" (8-bit MatMulNBits blocks, the default: nearly lossless) or "dynamic"
             (quantize_dynamic: int8 activations too, fast prompts, perplexity +77 % on SmolLM2).
         graph: "auto" (edgelm's fused graph where supported, else optimum's), "fused" or "optimum".
         share_tied_table: for a model with tied embeddings, let the embedding gather the quantized LM
             head's table instead of storing a second one (tied_table.py). None: always for 'gguf' (the
-            file holds one table: no value changes); at int4/int8 when perplexity on held-out text
-            rises by at most 0.5 % (Gemma 3 270M int4: 294 -> 213 MB; SmolLM2 keeps two tables).
+            file holds one table: no value changes); at int4/int8 when the KLD against fp32 on held-out
+            text rises by at most 0.005 (Gemma 3 270M int4: 294 -> 213 MB; SmolLM2 keeps two tables).
         kv_dtype: the KV cache's type, "float32" or "float16" (fused graph only: half the cache's bytes).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
@@ -141,7 +142,8 @@ def export_model(
                     lm_head_block_size=lm_head_block_size or block_size,
                 )
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
-                _share_tied_table(target, manifest, work, measure=share_tied_table is None and precision != "gguf")
+                measure = share_tied_table is None and precision != "gguf"
+                _share_tied_table(target, manifest, work, fp32_graph if measure else None)
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):
@@ -154,29 +156,36 @@ def export_model(
     return manifest
 
 
-def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, measure: bool) -> None:
+def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, fp32_graph: Path | None) -> None:
     """A tied embedding reads the quantized LM head's table (tied_table.py); the graph is re-saved if so.
 
-    With `measure`, sharing is kept only if it costs at most TIED_TABLE_TOLERANCE of perplexity on
-    the held-out scoring text: at int4 it re-rounds the embedding to the LM head's levels, which
-    Gemma 3 270M takes well and SmolLM2 (whose calibrated LM head is tuned as a head) less so.
+    Given `fp32_graph`, sharing is kept only if it moves the next-token distributions at most
+    TIED_TABLE_TOLERANCE further from the fp32 graph's (mean KLD on the held-out scoring text, in
+    nats: 0.005 is about what a 0.5 % rise in perplexity means): at int4 it re-rounds the embedding to
+    the LM head's levels, which Gemma 3 270M takes well and SmolLM2 (whose calibrated LM head is
+    tuned as a head) less so.
     """
     model = onnx.load(str(graph_path))
     shared = share_tied_table(model, manifest.vocab_size)
     if not shared:
         return
-    if measure:
+    if fp32_graph is not None:
         trial = work / "tied-table" / graph_path.name
         trial.parent.mkdir(parents=True, exist_ok=True)
         save_graph(model, trial)
-        ids = scoring_ids(graph_path.parent, manifest)
+        scorer = Scorer(fp32_graph, graph_path.parent, manifest)
         choice = manifest.quantization.get("choice", {})  # int4's candidate scores: same text, same ids
-        separate = choice.get("perplexity", {}).get(choice.get("kept")) or scoring_perplexity(graph_path, manifest, ids)
-        one = scoring_perplexity(trial, manifest, ids)
-        kept = one <= separate * (1 + TIED_TABLE_TOLERANCE)
+        if choice.get("kld", {}).get(choice.get("kept")) is not None:
+            separate = {"kld": choice["kld"][choice["kept"]], "perplexity": choice["perplexity"][choice["kept"]]}
+        else:
+            separate = scorer.score(graph_path)
+        one = scorer.score(trial)
+        kept = one["kld"] <= separate["kld"] + TIED_TABLE_TOLERANCE
         manifest.quantization["tied_table_choice"] = {
-            "perplexity": {"separate tables": round(separate, 4), "one table": round(one, 4)},
-            "kept": "one table" if kept else "separate tables", "tolerance": TIED_TABLE_TOLERANCE}
+            "kld": {"separate tables": round(separate["kld"], 6), "one table": round(one["kld"], 6)},
+            "perplexity": {"separate tables": round(separate["perplexity"], 4), "one table": round(one["perplexity"], 4)},
+            "kept": "one table" if kept else "separate tables", "tolerance": TIED_TABLE_TOLERANCE,
+            "criterion": "one table if its KLD against the fp32 graph is at most the tolerance above two tables'"}
         if not kept:
             return
         for name in (graph_path.name, graph_path.name + ".data"):

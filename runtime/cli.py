@@ -114,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int4: the LM head's own block size (default: --block-size); a larger block "
                              "decodes big-vocabulary models faster at some quality (see README)")
     export.add_argument("--int4-blocks", choices=["auto", "symmetric", "asymmetric"], default="auto",
-                        help="int4 block symmetry; auto tries both and keeps the lower perplexity")
+                        help="int4 block symmetry; auto tries both and keeps the one closer to fp32 (KLD on held-out text)")
     export.add_argument("--int4-method", choices=["auto", "rtn", "calibrated"], default="auto",
                         help="int4 rounding: rtn (round-to-nearest), calibrated (GPTQ on held-out text), "
-                             "auto (both, keeps the lower perplexity)")
+                             "auto (both, keeps the one closer to fp32: KLD on held-out text)")
     export.add_argument("--int8-method", choices=["weight-only", "dynamic"], default="weight-only",
                         help="int8: weight-only (8-bit blocks; nearly lossless; the default) or dynamic "
                              "(int8 activations too: fastest prompts, much lower quality)")
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "gemma3_text), else optimum's exporter")
     export.add_argument("--share-tied-table", action=argparse.BooleanOptionalAction, default=None,
                         help="one quantized table for a tied embedding and LM head (default: for gguf always, "
-                             "where it changes no value; at int4/int8 when perplexity rises by at most 0.5%%)")
+                             "where it changes no value; at int4/int8 when the KLD against fp32 rises by at most 0.005)")
     export.add_argument("--kv-dtype", choices=["float32", "float16"], default="float32",
                         help="the KV cache's type; float16 halves its bytes (fused graph only)")
     export.add_argument("--no-validate", action="store_true",

@@ -90,9 +90,10 @@ def test_int4_quantizes_lm_head_and_embeddings(exported):
     assert ops.count("GatherBlockQuantized") == 1
     manifest = Manifest.load(folder)
     assert manifest.quantization["block_size"] == 32 and manifest.quantization["accuracy_level"] == 4
-    choice = manifest.quantization["choice"]  # rtn both ways and calibrated asymmetric were scored; the best kept
-    assert set(choice["perplexity"]) == {"rtn symmetric", "rtn asymmetric", "calibrated asymmetric"}
-    assert choice["perplexity"][choice["kept"]] == min(choice["perplexity"].values())
+    choice = manifest.quantization["choice"]  # rtn both ways and calibrated asymmetric were scored; the closest kept
+    assert set(choice["kld"]) == set(choice["perplexity"]) == {"rtn symmetric", "rtn asymmetric", "calibrated asymmetric"}
+    assert choice["kld"][choice["kept"]] == min(choice["kld"].values())
+    assert all(score > 0 for score in choice["kld"].values())  # quantized: never the fp32 distributions exactly
     assert choice["kept"] == f"{manifest.quantization['int4_method']} " + \
         ("symmetric" if manifest.quantization["symmetric"] else "asymmetric")
 
