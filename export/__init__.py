@@ -27,6 +27,7 @@ from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
 from .int4_choice import Scorer, quantize_int4_best
 from .onnx_graph import export_fp32_graph, read_interface
+from .prefill_graph import write_prefill_graph
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS, save_graph
 from .sources import is_gguf_source, resolve_source
@@ -144,6 +145,8 @@ def export_model(
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
                 measure = share_tied_table is None and precision != "gguf"
                 _share_tied_table(target, manifest, work, fp32_graph if measure else None)
+            if precision == "int4":  # measured for 4-bit blocks only (export/prefill_graph.py)
+                manifest.prefill_graph_file = write_prefill_graph(target, manifest.vocab_size)
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):

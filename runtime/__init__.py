@@ -35,7 +35,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edgelm' has no attribute {name!r}")
 
 
-def load(folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False):
+def load(folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False,
+         prefill_graph: bool = True):
     """Loads an exported model folder (or an alias, exported once and cached) as a `Model`.
 
     Args:
@@ -43,6 +44,8 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None, ve
         device: 'cpu' or 'cuda'.
         threads: CPU threads (default: one per available core).
         verify: check every file's sha256 against the digests recorded at export (reads all weights once).
+        prefill_graph: load the folder's prefill graph where it has one (int4 on CPU: prompts about
+            1.3x faster, ~100 MB more memory on SmolLM2); False: every run on the decode graph.
     Raises:
         EdgelmError: when the folder is missing, incomplete, damaged, disagrees with its graph, or is
             from an unsupported format; with verify=True, when a file differs from the export.
@@ -58,4 +61,4 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None, ve
     path = Path(folder).expanduser()
     if not path.is_dir():
         path = resolve_model(str(folder))
-    return Model(path, device=device, threads=threads, verify=verify)
+    return Model(path, device=device, threads=threads, verify=verify, prefill_graph=prefill_graph)

@@ -114,22 +114,26 @@ class SharedBufferCache:
         self.capacity = 0  # rows of the full-length buffers (windowed ones have window_capacity rows for good)
         self.length = 0
         self.tokens: list[int] = []  # the token ids at positions [0, length) (batch 1; GraphRunner.forward keeps it)
-        self._binding: ort.IOBinding | None = None
-        self._bound_capacity = 0
+        # one binding per session (a prompt may run on a prefill session, the steps on the decode one),
+        # kept across steps: the cache tensors stay bound until the buffers grow
+        self._bindings: list[tuple[ort.InferenceSession, ort.IOBinding]] = []
+        self._bound_capacity: dict[int, int] = {}  # id(binding) -> the capacity its cache tensors were bound at
 
     def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
-        if self._binding is None:  # kept across steps: the cache tensors stay bound until the buffers grow
-            self._binding = session.io_binding()
-        return self._binding
+        for known, binding in self._bindings:
+            if known is session:
+                return binding
+        self._bindings.append((session, session.io_binding()))
+        return self._bindings[-1][1]
 
     def bind(self, binding, past_names: list[str], present_names: list[str], total: int) -> None:
         self._reserve(total)
-        if self._bound_capacity == self.capacity:
+        if self._bound_capacity.get(id(binding)) == self.capacity:
             return
         for past, present, value in zip(past_names, present_names, self.values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
-        self._bound_capacity = self.capacity
+        self._bound_capacity[id(binding)] = self.capacity
 
     def update(self, binding, total: int) -> None:
         self.length = total  # the graph wrote positions [length, total) in place

@@ -74,6 +74,7 @@ class Manifest:
     parameters: int = 0  # weights in the source model (tied weights counted once)
     graph_builder: str = "optimum"  # "optimum" (its exporter) or edgelm's fused graph: "fused-llama", "fused-gemma3", ...
     graph_file: str = "model.onnx"
+    prefill_graph_file: str | None = None  # the same weights for prompt chunks, faster there (export/prefill_graph.py)
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)
     quantization: dict = field(default_factory=dict)  # method and settings, {} for fp32
@@ -94,6 +95,8 @@ class Manifest:
     def check_paths(self, folder: str | Path) -> None:
         """Every file the manifest names resolves inside `folder` (no '..', absolute path or symlink out)."""
         self.path(folder, self.graph_file, "graph_file")
+        if self.prefill_graph_file is not None:
+            self.path(folder, self.prefill_graph_file, "prefill_graph_file")
         self.path(folder, self.tokens.tokenizer_file, "tokens.tokenizer_file")
         if self.tokens.chat_template_file is not None:
             self.path(folder, self.tokens.chat_template_file, "tokens.chat_template_file")

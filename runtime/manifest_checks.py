@@ -102,6 +102,7 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
     top.int("parameters", 0, 1 << 50, required=False)
     for key in ("graph_builder", "graph_file", "logits_output"):
         top.str(key, required=False)
+    top.str("prefill_graph_file", required=False, optional=True)
     inputs = top.get("graph_inputs", False)
     if "graph_inputs" in data:
         if not isinstance(inputs, list) or "input_ids" not in inputs or not all(i in KNOWN_INPUTS for i in inputs):

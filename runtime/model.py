@@ -36,7 +36,8 @@ class Model:
             print(piece, end="", flush=True)
     """
 
-    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False):
+    def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None, verify: bool = False,
+                 prefill_graph: bool = True):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise EdgelmError(f"model folder {folder} does not exist; export one with: edgelm export SOURCE -o {folder}")
@@ -51,7 +52,8 @@ class Model:
                 f"{tokens.tokenizer_file} has {base_vocab} tokens but the graph's vocabulary has "
                 f"{self.manifest.vocab_size}: they are not from the same model; re-export the model"
             )
-        self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads)
+        self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads,
+                                  prefill_graph=check_bool("prefill_graph", prefill_graph))
         try:
             self.defaults = GenerationConfig(**_known_defaults(self.manifest.generation_defaults))
         except EdgelmError as exc:

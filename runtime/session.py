@@ -15,6 +15,9 @@ from .manifest import Manifest
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
+# runs of at least this many tokens take the prefill graph where the folder has one: its fp32 products
+# beat the int8 ones from about 32-64 rows up (export/prefill_graph.py)
+PREFILL_GRAPH_MIN_TOKENS = 64
 
 
 def default_threads() -> int:
@@ -25,8 +28,13 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization."""
+def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None,
+                 spinning: bool = True) -> ort.InferenceSession:
+    """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
+
+    `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session
+    used now and then, beside the decode session, must not take the cores the steps run on).
+    """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
     if not isinstance(device, str) or device not in DEVICES:
@@ -42,6 +50,8 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     options.intra_op_num_threads = default_threads() if threads is None else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(graph_path), options, providers=providers)
@@ -50,9 +60,15 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
 
 
 class GraphRunner:
-    """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`."""
+    """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`.
 
-    def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None):
+    A folder with a prefill graph (manifest.prefill_graph_file) gets a second session for runs of at
+    least PREFILL_GRAPH_MIN_TOKENS tokens on CPU, sharing the cache with the first; `prefill_graph`
+    False leaves it unloaded (about 100 MB less memory on SmolLM2 int4, slower prompts).
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
+                 prefill_graph: bool = True):
         self.manifest = manifest
         self.device = device
         graph_path = manifest.path(folder, manifest.graph_file, "graph_file")
@@ -60,6 +76,14 @@ class GraphRunner:
             raise EdgelmError(f"{graph_path} is missing; the model folder is incomplete: re-export the model")
         self.session = make_session(graph_path, device, threads)
         check_graph(manifest, self.session.get_inputs(), self.session.get_outputs(), graph_path.name)
+        self.prefill_session = None
+        if prefill_graph and manifest.prefill_graph_file and device == "cpu":
+            prefill_path = manifest.path(folder, manifest.prefill_graph_file, "prefill_graph_file")
+            if not prefill_path.is_file():
+                raise EdgelmError(f"{prefill_path} is missing; the model folder is incomplete: re-export the model")
+            self.prefill_session = make_session(prefill_path, device, threads, spinning=False)
+            check_graph(manifest, self.prefill_session.get_inputs(), self.prefill_session.get_outputs(),
+                        prefill_path.name)
         self.past_names = manifest.kv.past_names()
         self.present_names = manifest.kv.present_names()
         self.inputs = set(manifest.graph_inputs)
@@ -94,7 +118,10 @@ class GraphRunner:
         """
         batch, seq = input_ids.shape
         total = cache.length + seq
-        binding = cache.binding(self.session)
+        session = self.session
+        if self.prefill_session is not None and seq >= PREFILL_GRAPH_MIN_TOKENS:
+            session = self.prefill_session
+        binding = cache.binding(session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
         if "num_logits_to_keep" in self.inputs:  # logits for the last position only, unless all are asked for
             binding.bind_cpu_input("num_logits_to_keep", np.array([seq if all_logits else 1], dtype=np.int64))
@@ -107,7 +134,7 @@ class GraphRunner:
         logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, kept, self.manifest.vocab_size), np.float32, "cpu")
         binding.bind_ortvalue_output(self.manifest.logits_output, logits)
         cache.bind(binding, self.past_names, self.present_names, total)
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         cache.update(binding, total)
         if batch == 1:
             cache.tokens += input_ids[0].tolist()

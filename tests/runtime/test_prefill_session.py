@@ -1,0 +1,64 @@
+"""Prompt chunks of PREFILL_GRAPH_MIN_TOKENS or more run on the prefill graph, steps on the decode graph, one cache."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import edgelm
+from edgelm.errors import EdgelmError
+from edgelm.session import PREFILL_GRAPH_MIN_TOKENS, GraphRunner
+
+TEXT = "A prompt long enough to take the prefill graph, and then a few steps on the decode graph after it. " * 2
+
+
+@pytest.fixture(scope="module")
+def folder(exported):
+    return exported("llama", "int4")
+
+
+def test_long_runs_take_the_prefill_graph_and_short_ones_the_decode_graph(folder):
+    model = edgelm.load(folder)
+    manifest = model.manifest
+    ids = np.array([model.encode(TEXT)], dtype=np.int64)
+    assert ids.shape[1] >= PREFILL_GRAPH_MIN_TOKENS + 8
+    # reference runners, each on one graph only
+    prefill_only = GraphRunner(folder, replace(manifest, graph_file=manifest.prefill_graph_file), prefill_graph=False)
+    decode_only = GraphRunner(folder, manifest, prefill_graph=False)
+    assert model.runner.prefill_session is not None and decode_only.prefill_session is None
+
+    long, short = ids[:, :PREFILL_GRAPH_MIN_TOKENS], ids[:, PREFILL_GRAPH_MIN_TOKENS:PREFILL_GRAPH_MIN_TOKENS + 8]
+    cache, reference = model.runner.new_cache(), prefill_only.new_cache()
+    np.testing.assert_array_equal(model.runner.forward(long, cache, all_logits=True),
+                                  prefill_only.forward(long, reference, all_logits=True))
+    # the steps after it read the cache the prefill graph wrote, through the decode graph (a cache binds to
+    # each session it meets, so the reference runs the prefill-only runner's cache on the decode-only runner)
+    for position in range(short.shape[1]):
+        token = short[:, position : position + 1]
+        np.testing.assert_array_equal(model.runner.forward(token, cache), decode_only.forward(token, reference))
+    assert cache.length == reference.length == PREFILL_GRAPH_MIN_TOKENS + 8
+
+
+def test_the_prefill_graph_stays_close_to_the_decode_graph(folder):
+    """Level 0 multiplies unrounded activations: the logits move a little, the next-token picks not at all here."""
+    with_graph, without = edgelm.load(folder), edgelm.load(folder, prefill_graph=False)
+    assert without.runner.prefill_session is None
+    ids = np.array([with_graph.encode(TEXT)], dtype=np.int64)
+    a = with_graph.runner.forward(ids, with_graph.runner.new_cache(), all_logits=True)[0]
+    b = without.runner.forward(ids, without.runner.new_cache(), all_logits=True)[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
+    assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.95
+    prompt = TEXT[:PREFILL_GRAPH_MIN_TOKENS + 20]
+    assert with_graph.generate(prompt, max_new_tokens=8, temperature=0.0) == \
+        without.generate(prompt, max_new_tokens=8, temperature=0.0)
+
+
+def test_a_missing_prefill_graph_is_named(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "prefill.onnx").unlink()
+    with pytest.raises(EdgelmError, match="prefill.onnx is missing"):
+        edgelm.load(copy)
+    assert edgelm.load(copy, prefill_graph=False).generate("ab", max_new_tokens=2, temperature=0.0) is not None
