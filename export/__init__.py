@@ -145,7 +145,7 @@ def export_model(
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
                 measure = share_tied_table is None and precision != "gguf"
                 _share_tied_table(target, manifest, work, fp32_graph if measure else None)
-            if precision == "int4":  # measured for 4-bit blocks only (export/prefill_graph.py)
+            if precision in ("int4", "gguf"):  # where 4-bit blocks are: export/prefill_graph.py
                 manifest.prefill_graph_file = write_prefill_graph(target, manifest.vocab_size)
             manifest.save(out)
         if check:

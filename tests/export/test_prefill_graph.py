@@ -1,4 +1,4 @@
-"""The int4 export's prefill graph: the decode graph's nodes at accuracy level 0, on the same weight file."""
+"""The prefill graph (int4 and gguf exports): the decode graph's nodes at accuracy level 0, on the same weight file."""
 
 import onnx
 
@@ -39,3 +39,31 @@ def test_int4_writes_a_prefill_graph_on_the_same_weights(exported):
 def test_other_precisions_have_none(exported):
     assert Manifest.load(exported("llama", "fp32")).prefill_graph_file is None
     assert Manifest.load(exported("llama", "int8")).prefill_graph_file is None
+
+
+def test_only_4_bit_blocks_below_the_lm_head_change_level(tmp_path):
+    """A gguf graph mixes 4- and 8-bit blocks: level 0 has no fast kernel for 8 bits, so those keep theirs."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgelm.export.prefill_graph import write_prefill_graph
+    from edgelm.export.quantize import save_graph
+
+    k, vocab, nodes, inits, previous = 64, 96, [], [], "x"
+    for name, bits, n in (("four", 4, 64), ("eight", 8, 64), ("head", 4, vocab)):
+        blocks = k // 32
+        inits += [numpy_helper.from_array(np.ones((n, blocks, 32 * bits // 8), np.uint8), name + ".B"),
+                  numpy_helper.from_array(np.ones(n * blocks, np.float32), name + ".S")]
+        nodes.append(helper.make_node("MatMulNBits", [previous, name + ".B", name + ".S"], [name], name=name,
+                                      domain="com.microsoft", K=k, N=n, bits=bits, block_size=32, accuracy_level=4))
+        previous = name
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, vocab])], inits)
+    save_graph(helper.make_model(graph), tmp_path / "model.onnx")
+    assert write_prefill_graph(tmp_path / "model.onnx", vocab) == "prefill.onnx"
+    _, levels = _levels(tmp_path / "prefill.onnx")
+    assert {name: level for name, (_, level) in levels.items()} == {"four": 0, "eight": 4, "head": 4}
+    # a graph with nothing left to change (the prefill graph itself) gets none
+    before = (tmp_path / "prefill.onnx").read_bytes()
+    assert write_prefill_graph(tmp_path / "prefill.onnx", vocab) is None
+    assert (tmp_path / "prefill.onnx").read_bytes() == before
