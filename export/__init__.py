@@ -27,7 +27,7 @@ from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
 from .int4_choice import Scorer, quantize_int4_best
 from .onnx_graph import export_fp32_graph, read_interface
-from .prefill_graph import write_prefill_graph
+from .prefill_graph import add_prefill_graph
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS, save_graph
 from .sources import is_gguf_source, resolve_source
@@ -53,6 +53,7 @@ def export_model(
     int8_method: str = "weight-only",
     graph: str = "auto",
     share_tied_table: bool | None = None,
+    prefill_graph: bool | None = None,
     kv_dtype: str = "float32",
     check: bool | None = None,
     force: bool = False,
@@ -82,6 +83,9 @@ def export_model(
             head's table instead of storing a second one (tied_table.py). None: always for 'gguf' (the
             file holds one table: no value changes); at int4/int8 when the KLD against fp32 on held-out
             text rises by at most 0.005 (Gemma 3 270M int4: 294 -> 213 MB; SmolLM2 keeps two tables).
+        prefill_graph: int4/gguf: also write `prefill.onnx`, the graph prompt chunks run on (its 4-bit
+            MatMuls in fp32, faster from ~64 tokens up; export/prefill_graph.py). None: if a timed chunk
+            runs at least 1.3x faster on it (SmolLM2 int4 yes; Gemma 3 270M no: 1.1x for 350 MB more memory).
         kv_dtype: the KV cache's type, "float32" or "float16" (fused graph only: half the cache's bytes).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
@@ -145,8 +149,10 @@ def export_model(
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
                 measure = share_tied_table is None and precision != "gguf"
                 _share_tied_table(target, manifest, work, fp32_graph if measure else None)
-            if precision in ("int4", "gguf"):  # where 4-bit blocks are: export/prefill_graph.py
-                manifest.prefill_graph_file = write_prefill_graph(target, manifest.vocab_size)
+            if precision in ("int4", "gguf") and prefill_graph is not False:  # 4-bit blocks: export/prefill_graph.py
+                decided = add_prefill_graph(out, manifest, measure=prefill_graph is None)
+                if decided is not None:
+                    manifest.quantization["prefill_graph"] = decided
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):

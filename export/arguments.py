@@ -43,8 +43,9 @@ def check_export_args(args: dict) -> None:
         raise EdgelmError(f"kv_dtype={args['kv_dtype']!r} is invalid: use one of {', '.join(KV_DTYPES)}")
     if "graph" in args and args["graph"] not in GRAPHS:
         raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
-    if args.get("share_tied_table") is not None:
-        check_bool("share_tied_table", args["share_tied_table"])
+    for name in ("share_tied_table", "prefill_graph"):
+        if args.get(name) is not None:
+            check_bool(name, args[name])
     for flag in ("check", "force", "quiet"):
         if flag in args and not (flag == "check" and args[flag] is None):  # check=None: follow $EDGELM_VALIDATE
             check_bool(flag, args[flag])

@@ -15,17 +15,76 @@ very same `model.onnx.data` (the file is a few hundred KB). The runtime runs pro
 of at least PREFILL_GRAPH_MIN_TOKENS through it and the steps through the decode graph, on one
 KV cache. Its fp32 products are also the more exact ones: the prompt's activations are not
 rounded to int8.
+
+The second session packs its own copy of the weights: about 100 MB more memory for SmolLM2
+int4 (prompts 1.3-1.4x faster), 350 MB for Gemma 3 270M (only 1.06-1.16x: its shapes gain
+less, 220 against 178 GOPS). So by default the export times one chunk on both graphs and keeps
+the prefill graph only if it is at least MIN_SPEEDUP faster, recording both times: a choice
+made on the exporting machine, for the machine it runs on (`prefill_graph=True/False` decides
+instead).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper
 
+from edgelm.manifest import Manifest
+from edgelm.session import PREFILL_CHUNK, GraphRunner
+
 PREFILL_FILE = "prefill.onnx"
 MS = "com.microsoft"
+# a second copy of the weights in memory must buy at least this much on a first prompt chunk (later chunks
+# gain less: attention over the past is the same on both graphs). Measured: SmolLM2 int4 1.37 (2,048-token
+# prompts 1.30x), Gemma 3 270M int4 1.23 (1.06x), SmolLM2 gguf 1.20 (1.15x)
+MIN_SPEEDUP = 1.3
+TIMED_RUNS = 5
+
+
+def add_prefill_graph(folder: Path, manifest: Manifest, measure: bool = True) -> dict | None:
+    """Writes the prefill graph into `folder` and names it in `manifest` if it pays; returns what was decided.
+
+    With `measure`, one PREFILL_CHUNK-token chunk is timed on both graphs (interleaved, medians of
+    TIMED_RUNS) and the graph is kept only at MIN_SPEEDUP or more; without, it is kept. None when
+    the graph has nothing to change (write_prefill_graph).
+    """
+    name = write_prefill_graph(folder / manifest.graph_file, manifest.vocab_size)
+    if name is None:
+        return None
+    if not measure:
+        manifest.prefill_graph_file = name
+        return {"kept": True, "measured": False}
+    decode_s, prefill_s = _chunk_seconds(folder, manifest, name)
+    kept = decode_s >= prefill_s * MIN_SPEEDUP
+    if kept:
+        manifest.prefill_graph_file = name
+    else:
+        (folder / name).unlink()
+    return {"kept": kept, "measured": True, "tokens": PREFILL_CHUNK, "decode_graph_s": round(decode_s, 4),
+            "prefill_graph_s": round(prefill_s, 4), "speedup": round(decode_s / prefill_s, 3),
+            "min_speedup": MIN_SPEEDUP}
+
+
+def _chunk_seconds(folder: Path, manifest: Manifest, name: str) -> tuple[float, float]:
+    """Median seconds of one prompt chunk on the decode graph and on the prefill graph `name`."""
+    runners = [GraphRunner(folder, replace(manifest, prefill_graph_file=None), prefill_graph=False),
+               GraphRunner(folder, replace(manifest, graph_file=name, prefill_graph_file=None), prefill_graph=False)]
+    tokens = min(PREFILL_CHUNK, manifest.context_length)
+    ids = np.random.default_rng(0).integers(0, manifest.vocab_size, size=(1, tokens), dtype=np.int64)
+    times: list[list[float]] = [[], []]
+    for run in range(TIMED_RUNS + 1):  # the first round warms both up
+        for runner, seconds in zip(runners, times):
+            started = time.perf_counter()
+            runner.forward(ids, runner.new_cache())
+            if run:
+                seconds.append(time.perf_counter() - started)
+    del runners  # the sessions let go of the files
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def write_prefill_graph(graph_path: Path, vocab_size: int) -> str | None:

@@ -1,8 +1,20 @@
 """The prefill graph (int4 and gguf exports): the decode graph's nodes at accuracy level 0, on the same weight file."""
 
 import onnx
+import pytest
 
 from edgelm.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def forced(hf_folder, tmp_path_factory):
+    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides)."""
+    from edgelm.export import export_model
+
+    out = tmp_path_factory.mktemp("prefill") / "model"
+    export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
+                 check=False, quiet=True)
+    return out
 
 
 def _levels(path):
@@ -15,10 +27,11 @@ def _levels(path):
     return graph, levels
 
 
-def test_int4_writes_a_prefill_graph_on_the_same_weights(exported):
-    folder = exported("llama", "int4")
+def test_int4_writes_a_prefill_graph_on_the_same_weights(forced):
+    folder = forced
     manifest = Manifest.load(folder)
     assert manifest.prefill_graph_file == "prefill.onnx"
+    assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False}
     decode, decode_levels = _levels(folder / manifest.graph_file)
     prefill, prefill_levels = _levels(folder / manifest.prefill_graph_file)
     assert [n.op_type for n in prefill.node] == [n.op_type for n in decode.node]
@@ -36,9 +49,27 @@ def test_int4_writes_a_prefill_graph_on_the_same_weights(exported):
     assert manifest.prefill_graph_file in manifest.files  # its digest is recorded like every file's
 
 
-def test_other_precisions_have_none(exported):
+def test_by_default_a_timed_chunk_decides(exported):
+    """Kept only if a prompt chunk runs MIN_SPEEDUP faster on it; both times recorded either way."""
+    from edgelm.export.prefill_graph import MIN_SPEEDUP
+
+    folder = exported("llama", "int4")
+    manifest = Manifest.load(folder)
+    decided = manifest.quantization["prefill_graph"]
+    assert decided["measured"] and decided["decode_graph_s"] > 0 and decided["prefill_graph_s"] > 0
+    assert decided["kept"] == (decided["decode_graph_s"] >= decided["prefill_graph_s"] * MIN_SPEEDUP)
+    assert (manifest.prefill_graph_file == "prefill.onnx") == decided["kept"] == (folder / "prefill.onnx").exists()
+
+
+def test_none_when_told_or_nothing_to_change(exported, hf_folder, tmp_path):
+    from edgelm.export import export_model
+
+    manifest = export_model(str(hf_folder("llama")), tmp_path / "m", precision="int4", int4_method="rtn",
+                            prefill_graph=False, check=False, quiet=True)
+    assert manifest.prefill_graph_file is None and "prefill_graph" not in manifest.quantization
+    assert not (tmp_path / "m" / "prefill.onnx").exists()
     assert Manifest.load(exported("llama", "fp32")).prefill_graph_file is None
-    assert Manifest.load(exported("llama", "int8")).prefill_graph_file is None
+    assert Manifest.load(exported("llama", "int8")).prefill_graph_file is None  # 8-bit blocks only
 
 
 def test_only_4_bit_blocks_below_the_lm_head_change_level(tmp_path):
