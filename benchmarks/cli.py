@@ -127,12 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m benchmarks compare [--model M] [--precisions fp32,int8,int4] [--backends all] ...\n"
               "       python -m benchmarks session-options [--model M] [--precision int4] ...\n"
               "       python -m benchmarks serve [--model M] [--clients 1,2,4,8,16] [--backends edgelm,llamacpp] ...\n"
+              "       python -m benchmarks kernels [--rows 1,64,256] [--shapes 576x960,...] [--out DIR]\n"
               "       (one folder: edgelm bench DIR --backends edgelm,transformers ...)")
         return 0
     if argv[0] == "serve":
         from .serving import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[0] == "kernels":
+        from .kernels import main as kernels_main
+
+        return kernels_main(argv[1:])
     if argv[0] not in COMMANDS:
         print(f"unknown command {argv[0]!r}; try: python -m benchmarks compare --help", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """A second graph for long prompts: the same weights, its matrix products computed in fp32.
 
 `MatMulNBits` at accuracy level 4 quantizes the activations to int8 and multiplies with VNNI:
-the fastest kernel at one token a step, but not for a prompt. On a 2-core AVX-512 VNNI EPYC
+the fastest kernel at one token a step, but not for a prompt. On a 2-core Intel Xeon with AVX-512 VNNI
 (no AMX; ONNX Runtime 1.32, SmolLM2's shapes, 2 threads) level 0 (B dequantized to fp32 tiles,
 fp32 GEMM) runs the same 4-bit weights 1.75x faster at 256 rows (261 against 149 GOPS) and
 1.5x at 1,024, while at one row it is 2.3x slower; the two cross at about 32-64 rows.
