@@ -98,3 +98,14 @@ def exported(tmp_path_factory, hf_folder):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prefill_folder(hf_folder, tmp_path_factory):
+    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides)."""
+    from edgelm.export import export_model
+
+    out = tmp_path_factory.mktemp("prefill") / "model"
+    export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
+                 check=False, quiet=True)
+    return out

@@ -1,20 +1,8 @@
 """The prefill graph (int4 and gguf exports): the decode graph's nodes at accuracy level 0, on the same weight file."""
 
 import onnx
-import pytest
 
 from edgelm.manifest import Manifest
-
-
-@pytest.fixture(scope="module")
-def forced(hf_folder, tmp_path_factory):
-    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides)."""
-    from edgelm.export import export_model
-
-    out = tmp_path_factory.mktemp("prefill") / "model"
-    export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
-                 check=False, quiet=True)
-    return out
 
 
 def _levels(path):
@@ -27,8 +15,8 @@ def _levels(path):
     return graph, levels
 
 
-def test_int4_writes_a_prefill_graph_on_the_same_weights(forced):
-    folder = forced
+def test_int4_writes_a_prefill_graph_on_the_same_weights(prefill_folder):
+    folder = prefill_folder
     manifest = Manifest.load(folder)
     assert manifest.prefill_graph_file == "prefill.onnx"
     assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False}

@@ -13,14 +13,8 @@ TEXT = "A prompt long enough to take the prefill graph, and then a few steps on 
 
 
 @pytest.fixture(scope="module")
-def folder(hf_folder, tmp_path_factory):
-    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides)."""
-    from edgelm.export import export_model
-
-    out = tmp_path_factory.mktemp("prefill") / "model"
-    export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
-                 check=False, quiet=True)
-    return out
+def folder(prefill_folder):
+    return prefill_folder
 
 
 def test_long_runs_take_the_prefill_graph_and_short_ones_the_decode_graph(folder):
