@@ -134,6 +134,8 @@ def export_model(
             )
         with progress.step(f"writing {precision} graph"):
             target = out / manifest.graph_file
+            # int4 candidates and the tied table are chosen on held-out text against the fp32 logits, computed once
+            scorer = Scorer(fp32_graph, out, manifest) if precision in ("int4", "int8") else None
             if precision == "int8":
                 manifest.quantization = QUANTIZERS["int8"](fp32_graph, target, method=int8_method)
             elif precision == "fp32":
@@ -142,13 +144,13 @@ def export_model(
                 manifest.quantization = exact_gguf_graph(fp32_graph, src.gguf, target, accuracy_level=accuracy_level)
             else:
                 manifest.quantization = quantize_int4_best(
-                    fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric,
+                    fp32_graph, target, manifest, work, method=int4_method, symmetric=symmetric, scorer=scorer,
                     block_size=block_size, accuracy_level=accuracy_level, lm_head_bits=lm_head_bits,
                     lm_head_block_size=lm_head_block_size or block_size,
                 )
             if getattr(config, "tie_word_embeddings", False) and share_tied_table is not False:
                 measure = share_tied_table is None and precision != "gguf"
-                _share_tied_table(target, manifest, work, fp32_graph if measure else None)
+                _share_tied_table(target, manifest, work, scorer if measure else None)
             if precision in ("int4", "gguf") and prefill_graph is not False:  # 4-bit blocks: export/prefill_graph.py
                 decided = add_prefill_graph(out, manifest, measure=prefill_graph is None)
                 if decided is not None:
@@ -165,10 +167,10 @@ def export_model(
     return manifest
 
 
-def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, fp32_graph: Path | None) -> None:
+def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, scorer: Scorer | None) -> None:
     """A tied embedding reads the quantized LM head's table (tied_table.py); the graph is re-saved if so.
 
-    Given `fp32_graph`, sharing is kept only if it moves the next-token distributions at most
+    Given a `scorer`, sharing is kept only if it moves the next-token distributions at most
     TIED_TABLE_TOLERANCE further from the fp32 graph's (mean KLD on the held-out scoring text, in
     nats: 0.005 is about what a 0.5 % rise in perplexity means): at int4 it re-rounds the embedding to
     the LM head's levels, which Gemma 3 270M takes well and SmolLM2 (whose calibrated LM head is
@@ -178,11 +180,10 @@ def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, fp32_gra
     shared = share_tied_table(model, manifest.vocab_size)
     if not shared:
         return
-    if fp32_graph is not None:
+    if scorer is not None:
         trial = work / "tied-table" / graph_path.name
         trial.parent.mkdir(parents=True, exist_ok=True)
         save_graph(model, trial)
-        scorer = Scorer(fp32_graph, graph_path.parent, manifest)
         choice = manifest.quantization.get("choice", {})  # int4's candidate scores: same text, same ids
         if choice.get("kld", {}).get(choice.get("kept")) is not None:
             separate = {"kld": choice["kld"][choice["kept"]], "perplexity": choice["perplexity"][choice["kept"]]}

@@ -35,7 +35,7 @@ SCORING_TOKENS = 256
 
 
 def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, method: str = "auto",
-                       symmetric: bool | None = None, **settings) -> dict:
+                       symmetric: bool | None = None, scorer: "Scorer | None" = None, **settings) -> dict:
     """Writes the best-scoring int4 candidate to `dst` and returns its settings with every candidate's score.
 
     Args:
@@ -45,6 +45,7 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
         work: a scratch folder.
         method: "rtn" (onnxruntime's round-to-nearest), "calibrated" (GPTQ) or "auto" (both, scored).
         symmetric: block symmetry; None tries both.
+        scorer: scores candidates against `src` (one is made if None; the export shares its own).
         **settings: block_size, accuracy_level, lm_head_bits, lm_head_block_size.
     """
     if method not in INT4_METHODS:
@@ -68,7 +69,7 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
 
     if len(candidates) == 1:
         return write(candidates[0], dst)
-    scorer = Scorer(src, dst.parent, manifest)
+    scorer = scorer or Scorer(src, dst.parent, manifest)
     scored = {}
     for candidate in candidates:
         label = f"{candidate[0]} {'symmetric' if candidate[1] else 'asymmetric'}"
@@ -96,20 +97,23 @@ def quantize_int4_best(src: Path, dst: Path, manifest: Manifest, work: Path, met
 class Scorer:
     """Scores quantized graphs against the fp32 graph on the held-out scoring text.
 
-    The fp32 logits are computed once (Gemma 3 270M: 256 x 262,144 floats, 268 MB) and each
-    candidate is then one teacher-forced pass.
+    The fp32 logits are computed at the first score and kept (Gemma 3 270M: 256 x 262,144 floats,
+    268 MB): the int4 candidates and the tied-table trial of one export share them, and each
+    graph scored is then one teacher-forced pass.
     """
 
     def __init__(self, fp32_graph: Path, tokenizer_folder: Path, manifest: Manifest):
-        self.manifest = manifest
+        self.fp32_graph, self.manifest = fp32_graph, manifest
         self.ids = scoring_ids(tokenizer_folder, manifest)
         self.tokens = int(self.ids.shape[1])
-        self.reference = graph_logits(fp32_graph, manifest, self.ids)
+        self._reference: np.ndarray | None = None
 
     def score(self, graph_path: Path) -> dict[str, float]:
         """{"kld": mean KL(fp32 || graph), "perplexity": the graph's perplexity} on the scoring text."""
+        if self._reference is None:
+            self._reference = graph_logits(self.fp32_graph, self.manifest, self.ids)
         logits = graph_logits(graph_path, self.manifest, self.ids)
-        return {"kld": kl_divergence(self.reference, logits), "perplexity": perplexity(logits, self.ids)}
+        return {"kld": kl_divergence(self._reference, logits), "perplexity": perplexity(logits, self.ids)}
 
 
 def scoring_ids(folder: Path, manifest: Manifest) -> np.ndarray:

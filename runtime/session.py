@@ -59,6 +59,17 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; re-export the model") from exc
 
 
+def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
+               spinning: bool = True) -> ort.InferenceSession:
+    """A session on the graph the manifest's `field` names, checked against the manifest's interface."""
+    graph_path = manifest.path(folder, getattr(manifest, field), field)
+    if not graph_path.is_file():
+        raise EdgelmError(f"{graph_path} is missing; the model folder is incomplete: re-export the model")
+    session = make_session(graph_path, device, threads, spinning=spinning)
+    check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name)
+    return session
+
+
 class GraphRunner:
     """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`.
 
@@ -71,19 +82,10 @@ class GraphRunner:
                  prefill_graph: bool = True):
         self.manifest = manifest
         self.device = device
-        graph_path = manifest.path(folder, manifest.graph_file, "graph_file")
-        if not graph_path.is_file():
-            raise EdgelmError(f"{graph_path} is missing; the model folder is incomplete: re-export the model")
-        self.session = make_session(graph_path, device, threads)
-        check_graph(manifest, self.session.get_inputs(), self.session.get_outputs(), graph_path.name)
+        self.session = open_graph(folder, manifest, "graph_file", device, threads)
         self.prefill_session = None
         if prefill_graph and manifest.prefill_graph_file and device == "cpu":
-            prefill_path = manifest.path(folder, manifest.prefill_graph_file, "prefill_graph_file")
-            if not prefill_path.is_file():
-                raise EdgelmError(f"{prefill_path} is missing; the model folder is incomplete: re-export the model")
-            self.prefill_session = make_session(prefill_path, device, threads, spinning=False)
-            check_graph(manifest, self.prefill_session.get_inputs(), self.prefill_session.get_outputs(),
-                        prefill_path.name)
+            self.prefill_session = open_graph(folder, manifest, "prefill_graph_file", device, threads, spinning=False)
         self.past_names = manifest.kv.past_names()
         self.present_names = manifest.kv.present_names()
         self.inputs = set(manifest.graph_inputs)

@@ -29,17 +29,11 @@ class EdgelmBackend(Backend):
 
 
 def _session(model, threads: int, spinning: bool):
-    """edgelm's CPU session (runtime/session.py's options) with intra-op spinning set as asked."""
-    import onnxruntime as ort
+    """edgelm's CPU session for the folder's graph (runtime/session.py's options) with intra-op spinning as asked."""
+    from edgelm.session import make_session
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     graph = model.manifest.path(model.folder, model.manifest.graph_file, "graph_file")
-    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return make_session(graph, "cpu", threads, spinning=spinning)
 
 
 BACKEND = EdgelmBackend
