@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -169,18 +171,42 @@ def wait_for(condition, what: str, limit_s: float = 30.0):
     return value
 
 
-def running_hog(engine):
-    """The sequence holding the engine's only row, once it runs."""
-    return wait_for(lambda: engine.scheduler.running and engine.scheduler.running[0], "the first request to run")
+@contextmanager
+def paused_engine(engine):
+    """Holds the engine at its first decode step once a sequence runs, until the block ends.
+
+    The engine then cannot finish the running sequence on its own while the test looks at it
+    (polling for a running row instead raced a tiny model that finishes in well under a second).
+    Yields a function that waits for the pause and returns the running sequence.
+    """
+    reached, resume = threading.Event(), threading.Event()
+    decode = engine.batch.decode
+
+    def paused_decode(tokens):
+        reached.set()
+        resume.wait()
+        return decode(tokens)
+
+    def running_hog():
+        assert reached.wait(30), "gave up waiting for the first request to run"
+        return engine.scheduler.running[0]
+
+    engine.batch.decode = paused_decode
+    try:
+        yield running_hog
+    finally:
+        engine.batch.decode = decode
+        resume.set()
 
 
 def test_queue_full_is_503(endless):
     with running_server(endless, parallel=1, max_queue=0) as (url, app):
         engine = app.state.engine
         with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(httpx.post, url + "/v1/completions", json=dict(prompt="Hi", max_tokens=300), timeout=60)
-            running_hog(engine)
-            with engine._step_lock:  # the engine pauses between steps: the row stays taken
+            with paused_engine(engine) as running_hog:  # the row stays taken
+                first = pool.submit(httpx.post, url + "/v1/completions", json=dict(prompt="Hi", max_tokens=300),
+                                    timeout=60)
+                running_hog()
                 client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
                 with pytest.raises(openai.APIStatusError) as err:
                     client.completions.create(model="tiny", prompt="Hello", max_tokens=2)
@@ -193,22 +219,18 @@ def test_a_disconnected_client_frees_its_row(endless, stream):
     with running_server(endless, parallel=1) as (url, app):
         engine = app.state.engine
         request = dict(prompt="Hi", max_tokens=1000, stream=stream)
-        if stream:
-            with httpx.stream("POST", url + "/v1/completions", json=request) as hog_response:
-                next(hog_response.iter_lines())
-                hog = running_hog(engine)
-                engine._step_lock.acquire()  # paused: the hog cannot finish on its own meanwhile
-        else:
-            with ThreadPoolExecutor(1) as pool:
-                post = pool.submit(httpx.post, url + "/v1/completions", json=request, timeout=1.0)
-                hog = running_hog(engine)
-                engine._step_lock.acquire()
-                with pytest.raises(httpx.ReadTimeout):
-                    post.result()
-        try:
+        with paused_engine(engine) as running_hog:  # the hog cannot finish on its own meanwhile
+            if stream:
+                with httpx.stream("POST", url + "/v1/completions", json=request) as hog_response:
+                    next(hog_response.iter_lines())
+                    hog = running_hog()
+            else:
+                with ThreadPoolExecutor(1) as pool:
+                    post = pool.submit(httpx.post, url + "/v1/completions", json=request, timeout=1.0)
+                    hog = running_hog()
+                    with pytest.raises(httpx.ReadTimeout):
+                        post.result()
             wait_for(lambda: hog.cancelled, "the server to notice the disconnect")
-        finally:
-            engine._step_lock.release()
         # the only row was the hog's: this is served only once the hog's row is free
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
         result = client.completions.create(model="tiny", prompt="Hello", max_tokens=3, temperature=0)
