@@ -6,7 +6,10 @@ activations) is 2.3x faster at one row and level 0 (fp32) 1.75x faster at 256. T
 prefill graph (export/prefill_graph.py) rests on that crossover; this command measures it on
 the machine at hand, with its CPU flags, so a decision can be checked where it is used.
 
-Each kernel is one node in its own session (random weights: speed does not depend on values),
+"int8 rows" is the int8 prefill graph's chain for one linear (export/prefill_int8.py: int8
+activations per row, int8 weights per column, MatMulIntegerToFloat), quantizer included.
+
+Each kernel is one node (int8 rows: its chain) in its own session (random weights: speed does not depend on values),
 timed over the given (K, N) shapes together; GOPS counts 2 * M * K * N per product.
 """
 
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 SMOLLM2_SHAPES = "576x960,576x576,576x3072,1536x576"  # qkv, o, gate_up, down of SmolLM2-135M
-KERNELS = ("4-bit level 4", "4-bit level 0", "8-bit level 4", "8-bit level 0", "DynamicQuantizeMatMul", "fp32 MatMul")
+KERNELS = ("4-bit level 4", "4-bit level 0", "8-bit level 4", "8-bit level 0", "DynamicQuantizeMatMul", "fp32 MatMul",
+           "int8 rows")  # the last: the int8 prefill graph's chain (export/prefill_int8.py) for one 4-bit linear
 
 
 def kernel_model(kind: str, k: int, n: int, rng: np.random.Generator, block: int = 32):
@@ -40,6 +44,8 @@ def kernel_model(kind: str, k: int, n: int, rng: np.random.Generator, block: int
         inits = [numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "W"),
                  numpy_helper.from_array(np.full(n, 0.01, np.float32), "S")]
         node = helper.make_node("DynamicQuantizeMatMul", ["X", "W", "S"], ["Y"], domain="com.microsoft")
+    elif kind == "int8 rows":
+        return _int8_rows_model(kernel_model("4-bit level 4", k, n, rng, block))
     elif kind == "fp32 MatMul":
         inits = [numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "W")]
         node = helper.make_node("MatMul", ["X", "W"], ["Y"])
@@ -48,6 +54,24 @@ def kernel_model(kind: str, k: int, n: int, rng: np.random.Generator, block: int
     graph = helper.make_graph([node], "kernel", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+
+
+def _int8_rows_model(model):
+    """The one-node 4-bit model as the int8 prefill graph computes it: per-row int8 X, per-column int8 W.
+
+    The chain reads (batch, seq, K) activations, so X is unsqueezed to (1, M, K) and Y squeezed back.
+    """
+    from onnx import helper, numpy_helper
+
+    from edgelm.export.prefill_int8 import rewrite_as_int8
+
+    node = model.graph.node[0]
+    node.input[0], node.output[0] = "X3", "Y3"
+    rewrite_as_int8(model, Path("."), [node], {})
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
+    model.graph.node.insert(0, helper.make_node("Unsqueeze", ["X", "axis0"], ["X3"]))
+    model.graph.node.append(helper.make_node("Squeeze", ["Y3", "axis0"], ["Y"]))
+    return model
 
 
 def measure(rows: list[int], shapes: list[tuple[int, int]], threads: int, repeats: int = 10) -> list[dict]:

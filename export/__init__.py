@@ -83,9 +83,11 @@ def export_model(
             head's table instead of storing a second one (tied_table.py). None: always for 'gguf' (the
             file holds one table: no value changes); at int4/int8 when the KLD against fp32 on held-out
             text rises by at most 0.005 (Gemma 3 270M int4: 294 -> 213 MB; SmolLM2 keeps two tables).
-        prefill_graph: int4/gguf: also write `prefill.onnx`, the graph prompt chunks run on (its 4-bit
-            MatMuls in fp32, faster from ~64 tokens up; export/prefill_graph.py). None: if a timed chunk
-            runs at least 1.3x faster on it (SmolLM2 int4 yes; Gemma 3 270M no: 1.1x for 350 MB more memory).
+        prefill_graph: int4/gguf: also write `prefill.onnx`, the graph prompt chunks of ~64 tokens and more
+            run on, its linears on the kernels that suit many rows (export/prefill_graph.py). None: the
+            faster of an int8 graph (int4 only, if its KLD stays within 0.005 of the decode graph's) and an
+            fp32 one, if a timed chunk runs at least 1.3x faster on it than on the decode graph. True: the
+            fp32 one, untimed.
         kv_dtype: the KV cache's type, "float32" or "float16" (fused graph only: half the cache's bytes).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
@@ -152,7 +154,8 @@ def export_model(
                 measure = share_tied_table is None and precision != "gguf"
                 _share_tied_table(target, manifest, work, scorer if measure else None)
             if precision in ("int4", "gguf") and prefill_graph is not False:  # 4-bit blocks: export/prefill_graph.py
-                decided = add_prefill_graph(out, manifest, measure=prefill_graph is None)
+                decided = add_prefill_graph(out, manifest, measure=prefill_graph is None,
+                                            scorer=scorer if precision == "int4" else None)  # gguf stays exact
                 if decided is not None:
                     manifest.quantization["prefill_graph"] = decided
             manifest.save(out)

@@ -87,7 +87,7 @@ def collect_hessians(graph: Path, manifest: Manifest, ids: np.ndarray, work: Pat
     chunk = min(CHUNK, manifest.context_length)
     for start in range(0, ids.shape[1], chunk):
         piece = ids[:, start : start + chunk]
-        values = session.run(taps, _feeds(session, manifest, piece))
+        values = session.run(taps, empty_cache_feeds(session, manifest, piece))
         for name, value in zip(taps, values):
             x = value.reshape(-1, value.shape[-1]).astype(np.float64)  # (positions, K)
             sums[name] = sums.get(name, 0) + x.T @ x
@@ -96,7 +96,7 @@ def collect_hessians(graph: Path, manifest: Manifest, ids: np.ndarray, work: Pat
     return sums
 
 
-def _feeds(session, manifest: Manifest, ids: np.ndarray) -> dict[str, np.ndarray]:
+def empty_cache_feeds(session, manifest: Manifest, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs for one run of `ids` (1, seq) from an empty cache, every position's logits kept."""
     batch, seq = ids.shape
     kv = manifest.kv

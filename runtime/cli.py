@@ -128,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one quantized table for a tied embedding and LM head (default: for gguf always, "
                              "where it changes no value; at int4/int8 when the KLD against fp32 rises by at most 0.005)")
     export.add_argument("--prefill-graph", action=argparse.BooleanOptionalAction, default=None,
-                        help="int4/gguf: a second graph for prompts, its 4-bit MatMuls in fp32 (default: if a timed "
-                             "256-token chunk runs at least 1.3x faster on it; it costs a second copy of the weights "
-                             "in memory)")
+                        help="int4/gguf: a second graph for prompts, its linears in int8 (int4, if its KLD stays within "
+                             "0.005 of the decode graph's) or fp32 (default: the faster, if a timed 256-token chunk runs "
+                             "at least 1.3x faster on it; it costs a second copy of the weights in memory; "
+                             "--prefill-graph: the fp32 one, untimed)")
     export.add_argument("--kv-dtype", choices=["float32", "float16"], default="float32",
                         help="the KV cache's type; float16 halves its bytes (fused graph only)")
     export.add_argument("--no-validate", action="store_true",

@@ -1,4 +1,7 @@
-"""The prefill graph (int4 and gguf exports): the decode graph's nodes at accuracy level 0, on the same weight file."""
+"""The fp32 prefill graph (int4 and gguf exports): the decode graph's nodes at accuracy level 0, on the same weight file.
+
+The int8 one, and how the export chooses between them: test_prefill_int8.py.
+"""
 
 import onnx
 
@@ -19,7 +22,7 @@ def test_int4_writes_a_prefill_graph_on_the_same_weights(prefill_folder):
     folder = prefill_folder
     manifest = Manifest.load(folder)
     assert manifest.prefill_graph_file == "prefill.onnx"
-    assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False}
+    assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False, "compute": "fp32"}
     decode, decode_levels = _levels(folder / manifest.graph_file)
     prefill, prefill_levels = _levels(folder / manifest.prefill_graph_file)
     assert [n.op_type for n in prefill.node] == [n.op_type for n in decode.node]
@@ -35,18 +38,6 @@ def test_int4_writes_a_prefill_graph_on_the_same_weights(prefill_folder):
     assert locations == {manifest.graph_file + ".data"}
     assert not (folder / (manifest.prefill_graph_file + ".data")).exists()
     assert manifest.prefill_graph_file in manifest.files  # its digest is recorded like every file's
-
-
-def test_by_default_a_timed_chunk_decides(exported):
-    """Kept only if a prompt chunk runs MIN_SPEEDUP faster on it; both times recorded either way."""
-    from edgelm.export.prefill_graph import MIN_SPEEDUP
-
-    folder = exported("llama", "int4")
-    manifest = Manifest.load(folder)
-    decided = manifest.quantization["prefill_graph"]
-    assert decided["measured"] and decided["decode_graph_s"] > 0 and decided["prefill_graph_s"] > 0
-    assert decided["kept"] == (decided["decode_graph_s"] >= decided["prefill_graph_s"] * MIN_SPEEDUP)
-    assert (manifest.prefill_graph_file == "prefill.onnx") == decided["kept"] == (folder / "prefill.onnx").exists()
 
 
 def test_none_when_told_or_nothing_to_change(exported, hf_folder, tmp_path):
