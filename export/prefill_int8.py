@@ -14,7 +14,7 @@ with W8 = Round(diag(s) W / c), c per output column, W the node's own dequantize
 prompt runs the very model the steps run, rounded once more. The activations need their own
 scale per row (ONNX Runtime's `DynamicQuantizeMatMul` takes one per tensor, and one outlier row
 costs every other row its precision), and a wide row (SmolLM2's down projection, K = 1,536) one per
-run of at most GROUP_CHANNELS channels (the runs multiplied as a batch and summed: its error halved).
+run of at most GROUP_CHANNELS channels (the runs multiplied as a batch and summed).
 SmoothQuant's channel migration (Xiao et al. 2023) is chosen per activation (choose_alpha: the
 strength whose int8 products of sampled calibration rows err least); on the Xeon, with one alpha
 of 0.5 for all, it took SmolLM2's mean KLD against fp32 on held-out text from 0.103 (none) to 0.075
@@ -45,9 +45,10 @@ MS = "com.microsoft"
 ALPHA = 0.5  # SmoothQuant's migration strength where nothing better is known
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # tried per activation (choose_alpha)
 RANGE_TOKENS = 2048  # calibration positions the activation ranges are taken over
-# a row's channels share one int8 scale in runs of at most this many: SmolLM2's down projection (K = 1,536) errs about
-# half as much in 3 runs of 512 as in one; its other linears (K = 576) are one run (two cost 40 % more time, no quality)
-GROUP_CHANNELS = 576
+# a row's channels share one int8 scale in runs of at most this many. SmolLM2's down projection (K = 1,536) errs about
+# half as much in 3 runs as in one, but every run adds a (batch, runs, seq, N) product to sum: Gemma 3's K = 640 and
+# 1,024 in two runs of 320 / 512 made its chunk 1.5x slower (Split + Sum, or ReduceSum, 17-20 % of its time)
+GROUP_CHANNELS = 1024
 SAMPLE_ROWS = 256  # of them, rows kept per activation to choose its alpha on
 RANGE_CHUNK = 512
 ZERO = 128  # the activations' zero point: symmetric int8 levels shifted into uint8 (MLAS's fast path is u8 x s8)
@@ -225,11 +226,11 @@ def rewrite_as_int8(model: onnx.ModelProto, folder: Path, targets: list[onnx.Nod
     model.graph.initializer.extend(kept + new_inits)
 
 
-def _reduce(op: str, x: str, out: str, axis: int, keepdims: int, opset: int) -> onnx.NodeProto:
-    """ReduceMax/ReduceSum over one axis, as the graph's opset spells it (axes an input from 18, for ReduceSum from 13)."""
-    if opset >= (13 if op == "ReduceSum" else 18):
-        return helper.make_node(op, [x, f"prefill_int8/axis{axis}"], [out], keepdims=keepdims)
-    return helper.make_node(op, [x], [out], axes=[axis], keepdims=keepdims)
+def _reduce_max(x: str, out: str, opset: int) -> onnx.NodeProto:
+    """ReduceMax over the last axis, kept, as the graph's opset spells it (the axes an input from 18 on)."""
+    if opset >= 18:
+        return helper.make_node("ReduceMax", [x, "prefill_int8/axis-1"], [out], keepdims=1)
+    return helper.make_node("ReduceMax", [x], [out], axes=[-1], keepdims=1)
 
 
 def _row_quantizer(x: str, inverse_s: np.ndarray, groups: int, opset: int) -> tuple[list, list, tuple[str, str]]:
@@ -251,7 +252,7 @@ def _row_quantizer(x: str, inverse_s: np.ndarray, groups: int, opset: int) -> tu
     levels, scale = p + "/levels", p + "/row_scale"
     nodes += [
         helper.make_node("Abs", [source], [p + "/abs"]),
-        _reduce("ReduceMax", p + "/abs", p + "/max", -1, 1, opset),
+        _reduce_max(p + "/abs", p + "/max", opset),
         helper.make_node("Mul", [p + "/max", "prefill_int8/inv127"], [p + "/max127"]),
         helper.make_node("Max", [p + "/max127", "prefill_int8/tiny"], [scale]),
         helper.make_node("Div", [source, scale], [p + "/scaled"]),
@@ -284,9 +285,13 @@ def _int8_product(node: onnx.NodeProto, weights: np.ndarray, levels: str, scale:
     # the GEMM's output stage casts and scales the columns (MLAS's u8 x s8 kernel, as MatMulInteger's); the rows after
     product = helper.make_node("MatMulIntegerToFloat", [levels, p + "/weight", "prefill_int8/one", p + "/column_scale",
                                                         "prefill_int8/zero_point"], [p + "/columns"], domain=MS)
-    if groups > 1:
-        nodes = [product, helper.make_node("Mul", [p + "/columns", scale], [p + "/rows"]),
-                 _reduce("ReduceSum", p + "/rows", scaled_out, 1, 0, opset)]
+    if groups > 1:  # the runs' products (batch, groups, seq, N) summed: Split + Sum (ReduceSum: a little slower)
+        parts = [f"{p}/part{g}" for g in range(groups)]
+        split = (helper.make_node("Split", [p + "/rows"], parts, axis=1, num_outputs=groups) if opset >= 18
+                 else helper.make_node("Split", [p + "/rows"], parts, axis=1))
+        nodes = [product, helper.make_node("Mul", [p + "/columns", scale], [p + "/rows"]), split,
+                 helper.make_node("Sum", parts, [p + "/summed"]),
+                 helper.make_node("Squeeze", [p + "/summed", "prefill_int8/axis1"], [scaled_out])]
     else:
         nodes = [product, helper.make_node("Mul", [p + "/columns", scale], [scaled_out])]
     if bias:
