@@ -23,7 +23,8 @@ the fp32 graph, 150 MB for the int8 one), so the fastest candidate that passes i
 is at least MIN_SPEEDUP faster than the decode graph, and every time and score is recorded: a
 choice made on the exporting machine, for the machine it runs on (`prefill_graph=True` keeps the
 fp32 graph unmeasured, False builds none). The kept graph is `prefill.onnx` (+ `prefill.onnx.data`
-for int8's weights); the runtime runs prompt chunks of at least PREFILL_GRAPH_MIN_TOKENS on it.
+for int8's weights); the runtime runs prompt chunks of at least MIN_TOKENS[kind] on it (manifest
+`prefill_min_tokens`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ QUALITY_TOLERANCE = 0.005
 # until one is within QUALITY_TOLERANCE (SmolLM2 int4: 1.0, +0.0034 over the decode graph's KLD)
 INT8_SHARES = (1.0, 0.9, 0.75, 0.5)
 TIMED_RUNS = 5
+# the shortest run the runtime sends to the kept graph (manifest prefill_min_tokens). SmolLM2 int4 on the EPYC, a
+# prompt through the runtime (the prefill session's threads not spinning), decode graph against the int8 graph,
+# medians of 28: 16 tokens 23.8 / 25.0 ms, 24: 29.9 / 28.4, 32: 40.6 / 35.7, 48: 56.8 / 44.4 (both sessions
+# spinning it crossed at 4-8 tokens); the fp32 graph crossed the decode graph at 32-64 rows on the Xeon
+MIN_TOKENS = {"int8": 32, "fp32": 64}
 
 
 def add_prefill_graph(folder: Path, manifest: Manifest, measure: bool = True, scorer=None) -> dict | None:
@@ -135,6 +141,7 @@ def _keep(folder: Path, manifest: Manifest, kind: str | None, candidates: dict[s
     if candidates[kind] != PREFILL_FILE:
         (folder / candidates[kind]).rename(folder / PREFILL_FILE)
     manifest.prefill_graph_file = PREFILL_FILE
+    manifest.prefill_min_tokens = MIN_TOKENS[kind]
 
 
 def _chunk_seconds(folder: Path, manifest: Manifest, names: list[str]) -> dict[str, float]:

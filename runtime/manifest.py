@@ -75,6 +75,7 @@ class Manifest:
     graph_builder: str = "optimum"  # "optimum" (its exporter) or edgelm's fused graph: "fused-llama", "fused-gemma3", ...
     graph_file: str = "model.onnx"
     prefill_graph_file: str | None = None  # the same weights for prompt chunks, faster there (export/prefill_graph.py)
+    prefill_min_tokens: int | None = None  # runs this long or longer take it (None: session.PREFILL_GRAPH_MIN_TOKENS)
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)
     quantization: dict = field(default_factory=dict)  # method and settings, {} for fp32

@@ -103,6 +103,7 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
     for key in ("graph_builder", "graph_file", "logits_output"):
         top.str(key, required=False)
     top.str("prefill_graph_file", required=False, optional=True)
+    top.int("prefill_min_tokens", 1, required=False, optional=True)
     inputs = top.get("graph_inputs", False)
     if "graph_inputs" in data:
         if not isinstance(inputs, list) or "input_ids" not in inputs or not all(i in KNOWN_INPUTS for i in inputs):

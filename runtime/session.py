@@ -15,8 +15,8 @@ from .manifest import Manifest
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
-# runs of at least this many tokens take the prefill graph where the folder has one: its fp32 products
-# beat the int8 ones from about 32-64 rows up (export/prefill_graph.py)
+# runs of at least this many tokens take the prefill graph where the folder has one and its manifest names no
+# other length (prefill_min_tokens): the fp32 graph's products beat the decode graph's from about 32-64 rows up
 PREFILL_GRAPH_MIN_TOKENS = 64
 
 
@@ -74,8 +74,9 @@ class GraphRunner:
     """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`.
 
     A folder with a prefill graph (manifest.prefill_graph_file) gets a second session for runs of at
-    least PREFILL_GRAPH_MIN_TOKENS tokens on CPU, sharing the cache with the first; `prefill_graph`
-    False leaves it unloaded (about 100 MB less memory on SmolLM2 int4, slower prompts).
+    least manifest.prefill_min_tokens (else PREFILL_GRAPH_MIN_TOKENS) tokens on CPU, sharing the
+    cache with the first; `prefill_graph` False leaves it unloaded (100-185 MB less memory on
+    SmolLM2 int4, slower prompts).
     """
 
     def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
@@ -86,6 +87,7 @@ class GraphRunner:
         self.prefill_session = None
         if prefill_graph and manifest.prefill_graph_file and device == "cpu":
             self.prefill_session = open_graph(folder, manifest, "prefill_graph_file", device, threads, spinning=False)
+        self.prefill_min_tokens = manifest.prefill_min_tokens or PREFILL_GRAPH_MIN_TOKENS
         self.past_names = manifest.kv.past_names()
         self.present_names = manifest.kv.present_names()
         self.inputs = set(manifest.graph_inputs)
@@ -121,7 +123,7 @@ class GraphRunner:
         batch, seq = input_ids.shape
         total = cache.length + seq
         session = self.session
-        if self.prefill_session is not None and seq >= PREFILL_GRAPH_MIN_TOKENS:
+        if self.prefill_session is not None and seq >= self.prefill_min_tokens:
             session = self.prefill_session
         binding = cache.binding(session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))

@@ -21,7 +21,7 @@ def _levels(path):
 def test_int4_writes_a_prefill_graph_on_the_same_weights(prefill_folder):
     folder = prefill_folder
     manifest = Manifest.load(folder)
-    assert manifest.prefill_graph_file == "prefill.onnx"
+    assert manifest.prefill_graph_file == "prefill.onnx" and manifest.prefill_min_tokens == 64
     assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False, "compute": "fp32"}
     decode, decode_levels = _levels(folder / manifest.graph_file)
     prefill, prefill_levels = _levels(folder / manifest.prefill_graph_file)

@@ -19,6 +19,7 @@ from edgelm.export.prefill_int8 import (
     smoothing_scales,
     write_int8_prefill_graph,
 )
+from edgelm.export.prefill_graph import MIN_TOKENS
 from edgelm.manifest import Manifest
 
 MS = "com.microsoft"
@@ -113,6 +114,7 @@ def int8_folder(exported, tmp_path_factory):
     for name in ("prefill.onnx", "prefill.onnx.data"):
         (folder / name).unlink(missing_ok=True)
     manifest.prefill_graph_file = write_int8_prefill_graph(folder, manifest, "prefill.onnx")
+    manifest.prefill_min_tokens = MIN_TOKENS["int8"]
     manifest.files = {}  # the digests no longer fit the copy
     manifest.save(folder)
     return folder
@@ -133,6 +135,36 @@ def test_a_folder_with_the_int8_graph_generates_close_to_the_decode_graph(int8_f
     assert np.abs(a - b).max() < 0.1 * np.abs(b).max()
     assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
     assert len(with_graph.generate(text, max_new_tokens=8, temperature=0.0)) > 0
+
+
+def test_runs_from_the_folders_own_length_take_the_prefill_graph(int8_folder):
+    """The int8 graph beats the decode graph from fewer rows up: its folder names 32 tokens, not the default 64."""
+    from dataclasses import replace
+
+    from edgelm.session import PREFILL_GRAPH_MIN_TOKENS, GraphRunner
+
+    model = edgelm.load(int8_folder)
+    shortest = model.manifest.prefill_min_tokens
+    assert shortest == model.runner.prefill_min_tokens == MIN_TOKENS["int8"] < PREFILL_GRAPH_MIN_TOKENS
+    runners = {graph: GraphRunner(int8_folder, replace(model.manifest, graph_file=graph, prefill_graph_file=None))
+               for graph in ("prefill.onnx", "model.onnx")}
+    ids = np.arange(1, shortest + 1, dtype=np.int64)[None]
+    for run, graph in ((ids, "prefill.onnx"), (ids[:, :-1], "model.onnx")):
+        expected = runners[graph].forward(run, runners[graph].new_cache())
+        np.testing.assert_array_equal(model.runner.forward(run, model.runner.new_cache()), expected)
+
+
+def test_the_kept_graph_names_its_shortest_run(tmp_path):
+    from types import SimpleNamespace
+
+    from edgelm.export.prefill_graph import _keep
+
+    for name in ("prefill.onnx", "prefill.onnx.data", "prefill-fp32.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    manifest = SimpleNamespace(prefill_graph_file=None, prefill_min_tokens=None)
+    _keep(tmp_path, manifest, "int8", {"int8": "prefill.onnx", "fp32": "prefill-fp32.onnx"})
+    assert (manifest.prefill_graph_file, manifest.prefill_min_tokens) == ("prefill.onnx", MIN_TOKENS["int8"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefill.onnx", "prefill.onnx.data"]
 
 
 def test_the_export_records_each_candidate_and_keeps_the_fastest_that_passes(exported):

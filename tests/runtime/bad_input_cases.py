@@ -58,6 +58,8 @@ MANIFEST_CASES = [
     ("vocab-size-below-graph", _manifest(_set("vocab_size", 50))),
     ("vocab-size-above-graph", _manifest(_set("vocab_size", 200))),
     ("context-length-zero", _manifest(_set("context_length", 0))),
+    ("prefill-min-tokens-zero", _manifest(_set("prefill_min_tokens", 0))),
+    ("prefill-min-tokens-string", _manifest(_set("prefill_min_tokens", "16"))),
     ("context-length-string", _manifest(_set("context_length", "1024"))),
     ("kv-null", _manifest(_set("kv", None))),
     ("kv-list", _manifest(_set("kv", [2, 1, 16]))),
