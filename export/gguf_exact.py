@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 
 from .gguf_blocks import OFFSET_BLOCK, BlockWeights
 from .gguf_rows import GGUFRows, read_gguf_rows
-from .quantize import _drop_unused_initializers, materialize_transposed_weights, save_graph
+from .quantize import drop_unused_initializers, materialize_transposed_weights, save_graph
 
 MS = "com.microsoft"
 # the attention projections, by GGUF name (blk.0.attn_q.weight) or, in GGUFs written from HF names, by those
@@ -136,7 +136,7 @@ class _Rewriter:
         del self.model.graph.node[:]
         self.model.graph.node.extend(nodes)
         self.model.graph.initializer.extend(self.new_inits)
-        _drop_unused_initializers(self.model)
+        drop_unused_initializers(self.model)
 
     def _initializer(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
         if node.op_type not in ("MatMul", "Gather") or len(node.input) <= index or node.input[index] not in self.inits:

@@ -53,6 +53,11 @@ class Int4Matrix:
         return (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).reshape(-1)
 
 
+def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
+    """(..., 2 * B) uint8 levels from (..., B) bytes: the low nibble first, as packed_levels/packed_zeros write them."""
+    return np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)
+
+
 def _levels(w: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
     """Nearest levels of w (g, N) for per-output scale and zero (1, N)."""
     return np.clip(np.rint(w / scale) + zero, 0, LEVELS - 1)

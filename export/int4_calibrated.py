@@ -26,7 +26,7 @@ from .gptq import DAMPING, gptq_int4
 from .int4_blocks import RATIOS, Int4Matrix, rtn_int4
 from .logits_slice import find_lm_head
 from .progress import progress_bar
-from .quantize import _count, _drop_unused_initializers, materialize_transposed_weights, save_graph
+from .quantize import _count, drop_unused_initializers, materialize_transposed_weights, save_graph
 
 logger = logging.getLogger(__name__)
 MS = "com.microsoft"
@@ -133,7 +133,7 @@ def quantize_int4_calibrated(src: Path, dst: Path, manifest: Manifest, work: Pat
         model.opset_import.append(helper.make_opsetid(MS, 1))
     if head is not None:
         model = _head_8bit(model, head, head_block, accuracy_level)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     save_graph(model, dst)
     logger.info("calibrated int4: %d MatMuls in %.0f s", report["matmuls"], time.perf_counter() - started)
     return {

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from edgelm.manifest import Manifest
 from edgelm.session import PREFILL_CHUNK, GraphRunner
 
 from .prefill_int8 import Int8PrefillGraphs
+from .quantize import node_attr
 
 PREFILL_FILE = "prefill.onnx"
 FP32_CANDIDATE = "prefill-fp32.onnx"  # renamed to PREFILL_FILE if kept (its tensors live in the decode graph's file)
@@ -173,9 +173,9 @@ def write_prefill_graph(graph_path: Path, vocab_size: int, name: str = PREFILL_F
         return None
     changed = 0
     for node in model.graph.node:
-        if node.op_type != "MatMulNBits" or node.domain != MS or _attr(node, "N") == vocab_size:
+        if node.op_type != "MatMulNBits" or node.domain != MS or node_attr(node, "N") == vocab_size:
             continue
-        if _attr(node, "bits") != 4:  # 8-bit blocks have no fp32 kernel of their own: level 0 is 1.5-40x slower
+        if node_attr(node, "bits") != 4:  # 8-bit blocks have no fp32 kernel of their own: level 0 is 1.5-40x slower
             continue
         for attr in node.attribute:
             if attr.name == "accuracy_level" and attr.i != 0:
@@ -186,9 +186,3 @@ def write_prefill_graph(graph_path: Path, vocab_size: int, name: str = PREFILL_F
     onnx.save(model, str(graph_path.parent / name))  # the tensors stay external: only the nodes are written
     return name
 
-
-def _attr(node: onnx.NodeProto, name: str):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return None

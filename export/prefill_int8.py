@@ -39,6 +39,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgelm.manifest import Manifest
 
+from .int4_blocks import unpack_nibbles
+from .quantize import drop_unused_initializers, node_attr
+
 logger = logging.getLogger(__name__)
 
 MS = "com.microsoft"
@@ -125,16 +128,16 @@ def write_int8_prefill_graph(folder: Path, manifest: Manifest, name: str, share:
 def quantized_linears(model: onnx.ModelProto, vocab_size: int) -> list[onnx.NodeProto]:
     """The MatMulNBits nodes the prefill graph computes in int8: all but the LM head (a prompt needs one row of it)."""
     return [n for n in model.graph.node
-            if n.op_type == "MatMulNBits" and n.domain == MS and _attr(n, "N") != vocab_size]
+            if n.op_type == "MatMulNBits" and n.domain == MS and node_attr(n, "N") != vocab_size]
 
 
 def dequantize_nbits(node: onnx.NodeProto, tensors: dict[str, np.ndarray]) -> np.ndarray:
     """The (K, N) float32 weights a MatMulNBits node multiplies by: scale * (level - zero) per block."""
-    k, n, bits, block = (_attr(node, a) for a in ("K", "N", "bits", "block_size"))
+    k, n, bits, block = (node_attr(node, a) for a in ("K", "N", "bits", "block_size"))
     blocks = -(-k // block)
     packed = tensors[node.input[1]].reshape(n, blocks, block * bits // 8)
     if bits == 4:
-        levels = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, block)
+        levels = unpack_nibbles(packed)
     elif bits == 8:
         levels = packed
     else:
@@ -148,8 +151,7 @@ def dequantize_nbits(node: onnx.NodeProto, tensors: dict[str, np.ndarray]) -> np
         if z.dtype != np.uint8:  # float zero points (HQQ-style): not read here
             raise ValueError(f"MatMulNBits {node.name} has float zero points, which the int8 prefill graph does not read")
         if bits == 4:
-            z = z.reshape(n, -1)
-            z = np.stack([z & 0x0F, z >> 4], axis=-1).reshape(n, -1)
+            z = unpack_nibbles(z.reshape(n, -1))  # each row padded to whole bytes
         zeros = z.reshape(n, -1)[:, :blocks, None].astype(np.float32)
     weights = (levels.astype(np.float32) - zeros) * scales[..., None]  # (N, blocks, block)
     return np.ascontiguousarray(weights.reshape(n, blocks * block)[:, :k].T)
@@ -220,10 +222,8 @@ def rewrite_as_int8(model: onnx.ModelProto, folder: Path, targets: list[onnx.Nod
         new_inits += new
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    kept = [t for t in model.graph.initializer if t.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept + new_inits)
+    drop_unused_initializers(model)  # the replaced 4-bit blocks
+    model.graph.initializer.extend(new_inits)
 
 
 def _reduce_max(x: str, out: str, opset: int) -> onnx.NodeProto:
@@ -371,9 +371,3 @@ def choose_alpha(stats: ActivationStats, weights: list[np.ndarray]) -> tuple[flo
 def _read_tensors(model: onnx.ModelProto, folder: Path, names: set[str]) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t, base_dir=str(folder)) for t in model.graph.initializer if t.name in names}
 
-
-def _attr(node: onnx.NodeProto, name: str):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return None

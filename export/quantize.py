@@ -126,7 +126,7 @@ def _quantize_nbits(src: Path, dst: Path, bits: int, block_size: int, accuracy_l
                                          nodes_to_include=[head])
         quantizer.process()
         model = quantizer.model.model
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     save_graph(model, dst)
     return {
         "method": "onnxruntime.MatMulNBitsQuantizer (RTN)", "bits": bits, "block_size": block_size,
@@ -166,13 +166,21 @@ def materialize_transposed_weights(model: onnx.ModelProto) -> int:
     return len(replaced)
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """The quantizer leaves the fp32 originals of replaced weights behind; they only cost disk."""
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Removes initializers no node or output reads (a quantizer leaves the originals of replaced weights behind)."""
     used = {name for node in model.graph.node for name in node.input}
     used |= {o.name for o in model.graph.output}
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
+
+
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of `node`'s attribute `name`, or `default` if it has none."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
 
 
 def _rename_external_data(path: Path) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .quantize import _drop_unused_initializers
+from .int4_blocks import unpack_nibbles
+from .quantize import drop_unused_initializers, node_attr
 
 MS = "com.microsoft"
 
@@ -40,7 +41,7 @@ def share_tied_table(model: onnx.ModelProto, vocab_size: int) -> str | None:
     lookup = _embedding_lookup(graph, inits, vocab_size)
     if head is None or lookup is None:
         return None
-    bits, block, k = _attr(head, "bits"), _attr(head, "block_size"), _attr(head, "K")
+    bits, block, k = node_attr(head, "bits"), node_attr(head, "block_size"), node_attr(head, "K")
     levels = inits[head.input[1]]
     if len(levels.dims) != 3 or levels.dims[0] != vocab_size or k % block:
         return None
@@ -68,13 +69,13 @@ def share_tied_table(model: onnx.ModelProto, vocab_size: int) -> str | None:
     graph.node.insert(position, reshape)
     graph.node.insert(position, gather)
     graph.initializer.extend(new_inits)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return f"embedding gathers the LM head's {bits}-bit blocks of {block} (one table for both)"
 
 
 def _lm_head(graph, inits, vocab_size: int):
     """The MatMulNBits with N == vocab, packed uint8 levels and no g_idx or bias; None if not exactly one."""
-    heads = [n for n in graph.node if n.op_type == "MatMulNBits" and n.domain == MS and _attr(n, "N") == vocab_size
+    heads = [n for n in graph.node if n.op_type == "MatMulNBits" and n.domain == MS and node_attr(n, "N") == vocab_size
              and len(n.input) <= 4 and n.input[1] in inits and n.input[2] in inits]
     return heads[0] if len(heads) == 1 else None
 
@@ -84,10 +85,10 @@ def _embedding_lookup(graph, inits, vocab_size: int):
     found = []
     for node in graph.node:
         if node.op_type == "Gather" and node.input[0] in inits and len(inits[node.input[0]].dims) == 2:
-            if inits[node.input[0]].dims[0] == vocab_size and _attr(node, "axis", 0) == 0:
+            if inits[node.input[0]].dims[0] == vocab_size and node_attr(node, "axis", 0) == 0:
                 found.append(node)
         elif node.op_type == "GatherBlockQuantized" and node.input[0] in inits:
-            if inits[node.input[0]].dims[0] == vocab_size and _attr(node, "gather_axis", 0) == 0:
+            if inits[node.input[0]].dims[0] == vocab_size and node_attr(node, "gather_axis", 0) == 0:
                 found.append(node)
     return found[0] if len(found) == 1 else None
 
@@ -103,13 +104,6 @@ def _zeros_per_block(inits, head, bits: int, vocab: int, blocks: int):
         return packed.reshape(vocab, blocks, 1)
     if bits != 4:
         return False
-    rows = packed.reshape(vocab, -1)  # two per byte, low nibble first, each row padded to whole bytes
-    unpacked = np.stack([rows & 0x0F, rows >> 4], axis=-1).reshape(vocab, -1)[:, :blocks]
+    unpacked = unpack_nibbles(packed.reshape(vocab, -1))[:, :blocks]  # each row padded to whole bytes
     return np.ascontiguousarray(unpacked, dtype=np.uint8).reshape(vocab, blocks, 1)
 
-
-def _attr(node, name: str, default=None):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
