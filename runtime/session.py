@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,18 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; re-export the model") from exc
 
 
-def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
-               spinning: bool = True) -> ort.InferenceSession:
-    """A session on the graph the manifest's `field` names, checked against the manifest's interface."""
+def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
+    """The path of the graph the manifest's `field` names; EdgelmError when the file is not there."""
     graph_path = manifest.path(folder, getattr(manifest, field), field)
     if not graph_path.is_file():
         raise EdgelmError(f"{graph_path} is missing; the model folder is incomplete: re-export the model")
+    return graph_path
+
+
+def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
+               spinning: bool = True) -> ort.InferenceSession:
+    """A session on the graph the manifest's `field` names, checked against the manifest's interface."""
+    graph_path = existing_graph(folder, manifest, field)
     session = make_session(graph_path, device, threads, spinning=spinning)
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name)
     return session
@@ -75,8 +82,9 @@ class GraphRunner:
 
     A folder with a prefill graph (manifest.prefill_graph_file) gets a second session for runs of at
     least manifest.prefill_min_tokens (else PREFILL_GRAPH_MIN_TOKENS) tokens on CPU, sharing the
-    cache with the first; `prefill_graph` False leaves it unloaded (100-185 MB less memory on
-    SmolLM2 int4, slower prompts).
+    cache with the first. That session opens on the first such run (or `open_prefill_graph()`): a
+    process that only ever sends short prompts never holds its weights (~110 MB on SmolLM2 int4).
+    `prefill_graph` False leaves it out (every run on the decode graph: slower prompts).
     """
 
     def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
@@ -84,15 +92,38 @@ class GraphRunner:
         self.manifest = manifest
         self.device = device
         self.session = open_graph(folder, manifest, "graph_file", device, threads)
-        self.prefill_session = None
-        if prefill_graph and manifest.prefill_graph_file and device == "cpu":
-            self.prefill_session = open_graph(folder, manifest, "prefill_graph_file", device, threads, spinning=False)
+        self.has_prefill_graph = bool(prefill_graph and manifest.prefill_graph_file and device == "cpu")
+        if self.has_prefill_graph:  # a missing file is named at load, not at the first long prompt
+            existing_graph(folder, manifest, "prefill_graph_file")
+        self._prefill_session: ort.InferenceSession | None = None
+        self._open_prefill = threading.Lock()
+        self._folder, self._threads = folder, threads
         self.prefill_min_tokens = manifest.prefill_min_tokens or PREFILL_GRAPH_MIN_TOKENS
         self.past_names = manifest.kv.past_names()
         self.present_names = manifest.kv.present_names()
         self.inputs = set(manifest.graph_inputs)
         self.kv_dtype = np.dtype(manifest.kv.dtype)
         self._ort_device = "cuda" if device == "cuda" else "cpu"
+
+    @property
+    def prefill_session(self) -> ort.InferenceSession | None:
+        """The prefill graph's session (opened now if it was not yet), or None when there is none."""
+        if self.has_prefill_graph and self._prefill_session is None:
+            self.open_prefill_graph()
+        return self._prefill_session
+
+    @property
+    def prefill_graph_open(self) -> bool:
+        return self._prefill_session is not None
+
+    def open_prefill_graph(self) -> None:
+        """Opens the prefill graph's session now (a server does so at start, not on its first long prompt)."""
+        if not self.has_prefill_graph:
+            return
+        with self._open_prefill:  # two threads with long prompts open it once
+            if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
+                self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
+                                                   self._threads, spinning=False)
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
@@ -123,7 +154,7 @@ class GraphRunner:
         batch, seq = input_ids.shape
         total = cache.length + seq
         session = self.session
-        if self.prefill_session is not None and seq >= self.prefill_min_tokens:
+        if self.has_prefill_graph and seq >= self.prefill_min_tokens:
             session = self.prefill_session
         binding = cache.binding(session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))

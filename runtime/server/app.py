@@ -59,6 +59,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        model.runner.open_prefill_graph()  # now, not on the first long prompt a client sends
         engine.start()
         try:
             yield

@@ -53,6 +53,28 @@ def test_the_prefill_graph_stays_close_to_the_decode_graph(folder):
         without.generate(prompt, max_new_tokens=8, temperature=0.0)
 
 
+def test_the_prefill_graph_opens_on_the_first_long_run(folder):
+    model = edgelm.load(folder)
+    runner = model.runner
+    assert runner.has_prefill_graph and not runner.prefill_graph_open  # no weights held for short prompts
+    model.generate("ab", max_new_tokens=3, temperature=0.0)
+    assert not runner.prefill_graph_open
+    model.generate(TEXT, max_new_tokens=3, temperature=0.0)
+    assert runner.prefill_graph_open
+    assert not edgelm.load(folder, prefill_graph=False).runner.has_prefill_graph
+
+
+def test_a_server_opens_the_prefill_graph_at_start(folder):
+    from starlette.testclient import TestClient
+
+    from edgelm.server.app import create_app
+
+    model = edgelm.load(folder)
+    with TestClient(create_app(model, "m", parallel=1)) as client:
+        assert model.runner.prefill_graph_open
+        assert client.get("/health").json() == {"status": "ok"}
+
+
 def test_a_missing_prefill_graph_is_named(folder, tmp_path):
     import shutil
 
