@@ -75,6 +75,18 @@ def test_a_server_opens_the_prefill_graph_at_start(folder):
         assert client.get("/health").json() == {"status": "ok"}
 
 
+def test_a_damaged_prefill_graph_is_named_on_the_first_long_prompt(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "prefill.onnx").write_bytes(b"not a graph")
+    model = edgelm.load(copy)  # opened lazily: short prompts still run on the decode graph
+    assert model.generate("ab", max_new_tokens=2, temperature=0.0) is not None
+    with pytest.raises(EdgelmError, match="could not load .*prefill.onnx.*re-export"):
+        model.generate(TEXT, max_new_tokens=2, temperature=0.0)
+
+
 def test_a_missing_prefill_graph_is_named(folder, tmp_path):
     import shutil
 
