@@ -301,6 +301,7 @@ def run_chat(args) -> int:
 
     _check_generation_args(args, args.message)
     model = load(args.model, device=args.device, threads=args.threads)
+    model.runner.open_prefill_graph()  # a chat's prompts (template, history) are long: before the first turn
     return chat_loop(model, args.system, args.message, _settings(args), timings=not args.no_timings)
 
 

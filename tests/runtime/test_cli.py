@@ -60,6 +60,17 @@ def test_interactive_chat_commands_never_reach_the_model(exported):
     assert "unknown command /nonsense" in result.stderr
 
 
+def test_chat_opens_the_prefill_graph_before_the_first_turn(prefill_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prefill_folder, copy)
+    (copy / "prefill.onnx").write_bytes(b"not a graph")  # so its opening shows: it fails, named, before any input
+    result = run("chat", str(copy), "-n", "2", "--no-timings", stdin="/exit\n")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "prefill.onnx" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"edgelm {edgelm.__version__}"
