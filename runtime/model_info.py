@@ -31,6 +31,8 @@ def describe(folder: str | Path, manifest: Manifest | None = None) -> str:
         f"  cache: {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim}, {kv.dtype}, "
         + ("one shared buffer updated in place" if kv.shared_buffer else "concatenated each step"),
         f"  quantization: {_quantization(m.quantization)}",
+        *(f"  {line}" for line in _decisions(m.quantization)),
+        *([f"  prefill graph: {_prefill(m)}"] if m.prefill_graph_file or "prefill_graph" in m.quantization else []),
         f"  tokens: bos {tokens.bos_token_id}, eos {tokens.eos_token_ids}, "
         + ("chat template yes" if tokens.chat_template_file else "no chat template (not a chat model)"),
         f"  generation defaults: {_pairs(m.generation_defaults) or 'greedy'}",
@@ -40,11 +42,53 @@ def describe(folder: str | Path, manifest: Manifest | None = None) -> str:
     return "\n".join(lines)
 
 
+DECISIONS = ("choice", "tied_table_choice", "prefill_graph")  # the export's measured choices, each on a line of its own
+
+
 def _quantization(settings: dict) -> str:
     if not settings:
         return "none (fp32 weights)"
-    rest = _pairs({k: v for k, v in settings.items() if k != "method"})
+    rest = _pairs({k: v for k, v in settings.items() if k not in ("method", *DECISIONS)})
     return f"{settings.get('method', '?')}" + (f" ({rest})" if rest else "")
+
+
+def _decisions(settings: dict) -> list[str]:
+    """The int4 candidates' and the tied table's scores, in words (the manifest's `choice` records)."""
+    lines = []
+    for key, what in (("choice", "int4 candidates"), ("tied_table_choice", "tied table")):
+        choice = settings.get(key)
+        if not isinstance(choice, dict) or not isinstance(choice.get("kld"), dict):
+            continue
+        kept = choice.get("kept")
+        scores = ", ".join(f"{name} {kld:.4f}" + (" (kept)" if name == kept else "")
+                           for name, kld in sorted(choice["kld"].items(), key=lambda item: item[1]))
+        tolerance = f", tolerance {choice['tolerance']}" if "tolerance" in choice else ""
+        lines.append(f"{what}: mean KLD against fp32 {scores}{tolerance}")
+    return lines
+
+
+def _prefill(m: Manifest) -> str:
+    """Which prefill graph the folder has and why, from `quantization.prefill_graph` (the export's timings)."""
+    record = m.quantization.get("prefill_graph")
+    runs = f"prompt runs of {m.prefill_min_tokens}+ tokens" if m.prefill_min_tokens else "long prompt runs"
+    if not isinstance(record, dict):
+        return f"{m.prefill_graph_file}, for {runs}"
+    if not record.get("measured"):
+        return f"{m.prefill_graph_file} ({record.get('compute', '?')}, kept without timing), for {runs}"
+    candidates = record.get("candidates", {})
+    timed = ", ".join(f"{kind} {c['speedup']:.2f}x" + (_int8_quality(c) if kind == "int8" else "")
+                      for kind, c in candidates.items() if isinstance(c, dict) and "speedup" in c)
+    chunk = f"a {record.get('tokens', '?')}-token chunk against the decode graph: {timed or 'no candidate'}"
+    if record.get("kept"):
+        return f"{m.prefill_graph_file} ({record.get('compute')}), for {runs}; {chunk}"
+    return f"none ({chunk}; one is kept at {record.get('min_speedup', '?')}x or more within the quality bound)"
+
+
+def _int8_quality(candidate: dict) -> str:
+    if "kld" not in candidate:
+        return ""
+    share = f"on {candidate['share']:.0%} of the activations, " if candidate.get("share", 1.0) != 1.0 else ""
+    return f" ({share}scoring KLD {candidate['kld']:.4f} against the decode graph's {candidate['decode_graph_kld']:.4f})"
 
 
 def _validation(v: dict) -> str:
@@ -56,10 +100,18 @@ def _validation(v: dict) -> str:
         f"greedy agreement {v['greedy_agreement']:.1%}",
         f"perplexity {v['perplexity']} (PyTorch fp32 {v['perplexity_pytorch_fp32']}) on {v['perplexity_tokens']} tokens",
     ]
+    if "kld_vs_pytorch_fp32" in v:
+        parts.append(f"KLD {v['kld_vs_pytorch_fp32']:.4f} and top-1 {v['top1_vs_pytorch_fp32']:.1%} against PyTorch fp32")
     if "export_seconds" in v:
         parts.append(f"export took {v['export_seconds']} s")
     return ", ".join(parts)
 
 
 def _pairs(values: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in values.items())
+    return ", ".join(f"{k} {_value(v)}" for k, v in values.items())
+
+
+def _value(value) -> str:
+    if isinstance(value, list) and len(value) > 4:  # e.g. the clipping ratios searched
+        return f"{len(value)} values from {value[0]} to {value[-1]}"
+    return str(value)
