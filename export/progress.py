@@ -65,6 +65,31 @@ def quiet_libraries():
                 root.setLevel(root_level)
 
 
+@contextmanager
+def gguf_bar_hidden():
+    """Within the block, transformers' GGUF loader draws no bar of its own (edgelm's step line says it).
+
+    Its tensor loop uses a bare `tqdm` (transformers 4.57), which `disable_progress_bar()` does not
+    reach: a log of `edgelm export model.gguf` got 272 bar updates. The module's `tqdm` is a
+    disabled one for the block and the original afterwards.
+    """
+    import functools
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        gguf_utils = None
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def _transformers_progress_bars(on: bool) -> bool:
     """Turns transformers' tqdm bars on or off; returns whether they were on.
 

@@ -78,9 +78,12 @@ def gguf_to_folder(gguf: Path, folder: Path) -> Path:
     """Dequantizes a GGUF file to an fp32 transformers folder (model, tokenizer, chat template)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .progress import gguf_bar_hidden
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with gguf_bar_hidden():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (ValueError, KeyError, OSError) as exc:
         raise EdgelmError(f"transformers could not load {gguf}: {exc}") from exc
     model.save_pretrained(folder)

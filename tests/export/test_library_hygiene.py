@@ -100,3 +100,17 @@ def test_transformers_progress_bars_restored():
     with quiet_libraries():
         assert not hf_logging.is_progress_bar_enabled()
     assert hf_logging.is_progress_bar_enabled() == before
+
+
+def test_the_gguf_loaders_own_bar_is_hidden_then_restored(capfd):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from edgelm.export.progress import gguf_bar_hidden
+
+    original = gguf_utils.tqdm
+    with gguf_bar_hidden():
+        assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    assert "Converting" not in capfd.readouterr().err
+    assert gguf_utils.tqdm is original
+    list(gguf_utils.tqdm(range(3), desc="drawn again"))  # outside the block the library is as it was
+    assert "drawn again" in capfd.readouterr().err
