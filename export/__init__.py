@@ -30,7 +30,7 @@ from .onnx_graph import export_fp32_graph, read_interface
 from .prefill_graph import add_prefill_graph
 from .progress import Progress, quiet_libraries
 from .quantize import QUANTIZERS, save_graph
-from .sources import is_gguf_source, resolve_source
+from .sources import is_gguf_source, one_gguf_reader, resolve_source
 from .tied_table import share_tied_table
 from .validate import validate, validation_wanted
 
@@ -108,7 +108,8 @@ def export_model(
     started = time.perf_counter()
     check = validation_wanted(check)
     progress = Progress(5 if check else 4, quiet=quiet)
-    with quiet_libraries(), staged_folder(Path(output), force=force, source=source) as out, work_folder() as tmp:
+    with quiet_libraries(), one_gguf_reader(), staged_folder(Path(output), force=force, source=source) as out, \
+            work_folder() as tmp:  # one GGUF parse for the load and the exact blocks
         work = Path(tmp)
         with progress.step(f"loading {source}"):
             src = resolve_source(source, work)
