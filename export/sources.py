@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgelm.aliases import ALIASES
 from edgelm.errors import EdgelmError
 from edgelm.integrity import file_sha256
@@ -100,8 +102,9 @@ def one_gguf_reader():
     transformers builds a reader per `from_pretrained` call (the config, the weights, the tokenizer:
     three for one export), and gguf-py parses a file's metadata element by element: Gemma 3 270M's
     262,144-token vocabulary took 17.5 s a parse, SmolLM2's 49,152 tokens 4.9 s. A reader only
-    maps the file and reads it, so the calls can share it. `gguf.GGUFReader` is the original again
-    after the block.
+    maps the file and reads it, so the calls can share it; and the one they share parses without
+    np.memmap's per-slice overhead (_plain_array_reader). Gemma 3's gguf export: 114 -> 56 s, the
+    folder byte for byte the same. `gguf.GGUFReader` is the original again after the block.
     """
     try:
         import gguf
@@ -110,11 +113,12 @@ def one_gguf_reader():
         return
     original = gguf.GGUFReader
     readers: dict[tuple[str, str], object] = {}
+    plain = _plain_array_reader(original)
 
     def shared_reader(path, mode="r"):
         key = (os.path.realpath(path), mode)
         if key not in readers:
-            readers[key] = original(path, mode)
+            readers[key] = plain(path, mode)
         return readers[key]
 
     gguf.GGUFReader = shared_reader
@@ -122,6 +126,35 @@ def one_gguf_reader():
         yield
     finally:
         gguf.GGUFReader = original
+
+
+def _plain_array_reader(reader_class):
+    """`reader_class` (gguf-py's GGUFReader) slicing a plain ndarray view of its file mapping.
+
+    Its parse cuts each field out of an `np.memmap`, whose Python-level `__getitem__` and
+    `__array_finalize__` took ~3/4 of a parse (8.8 million calls for Gemma 3's vocabulary); a
+    plain view of the same mapping reads the same bytes without them. The reader's own class
+    where its private `_get` is not the one this was written against.
+    """
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(reader_class._get).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return reader_class
+    if parameters != ["self", "offset", "dtype", "count", "override_order"]:
+        return reader_class
+
+    class PlainArrayReader(reader_class):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            if getattr(self, "_mapped", None) is not self.data:  # set in __init__, before the first read
+                self._mapped, self._plain = self.data, self.data.view(np.ndarray)
+            count = int(count)
+            end = offset + np.dtype(dtype).itemsize * count
+            values = self._plain[offset:end].view(dtype=dtype)[:count]
+            return values.view(values.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
+    return PlainArrayReader
 
 
 def download_from_hub(repo_id: str) -> Path:

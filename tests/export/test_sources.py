@@ -1,4 +1,4 @@
-"""export/sources.py: one GGUF reader for all of transformers' loads of a file."""
+"""export/sources.py: one fast GGUF reader for all of an export's reads of a file."""
 
 import numpy as np
 
@@ -11,6 +11,8 @@ def test_one_gguf_reader_is_shared_within_the_block_and_undone_after(tmp_path):
     path = tmp_path / "tiny.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_uint32("llama.block_count", 1)
+    writer.add_array("tokenizer.ggml.tokens", ["<s>", "a", "bé", ""])
+    writer.add_array("tokenizer.ggml.scores", [0.0, -1.5, -2.25, -3.0])
     writer.add_tensor("token_embd.weight", np.arange(8, dtype=np.float32).reshape(2, 4))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -20,6 +22,7 @@ def test_one_gguf_reader_is_shared_within_the_block_and_undone_after(tmp_path):
     original = gguf.GGUFReader
     with one_gguf_reader():
         first = gguf.GGUFReader(path)
+        assert type(first).__name__ == "PlainArrayReader"  # this gguf-py's _get is the one it was written against
         assert gguf.GGUFReader(str(tmp_path / "." / "tiny.gguf")) is first  # parsed once, whatever the spelling
         from gguf import GGUFReader  # as transformers imports it, inside its loader
 
@@ -27,4 +30,12 @@ def test_one_gguf_reader_is_shared_within_the_block_and_undone_after(tmp_path):
         assert [t.name for t in first.tensors] == ["token_embd.weight"]
         np.testing.assert_array_equal(first.tensors[0].data.reshape(2, 4), np.arange(8).reshape(2, 4))
     assert gguf.GGUFReader is original
-    assert gguf.GGUFReader(path) is not first
+    again = gguf.GGUFReader(path)
+    assert again is not first
+    # the shared reader parses exactly what gguf-py's own does (it slices a plain view of the same mapping)
+    assert list(first.fields) == list(again.fields)
+    for name, field in again.fields.items():
+        mine = first.fields[name]
+        assert (mine.offset, mine.types, mine.data) == (field.offset, field.types, field.data), name
+        assert [p.tobytes() for p in mine.parts] == [p.tobytes() for p in field.parts], name
+    assert first.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "a", "bé", ""]
