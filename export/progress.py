@@ -6,8 +6,9 @@ the global warnings filters as it found them. Progress lines go to the `edgelm.e
 transformers, optimum and the ONNX quantizer log advice meant for their own developers; their
 own named loggers are set to ERROR, and their deprecation warnings ignored, only for the
 duration of `quiet_libraries()`. A library that configures the root logger while we export
-(onnxruntime's int4 quantizer calls `logging.basicConfig(level=INFO)` when it is first imported)
-is undone on the way out, so the application's own `basicConfig` still works afterwards.
+(onnxruntime's int4 quantizer calls `logging.basicConfig(level=INFO)` when it is first imported:
+imported first thing and undone at once) is undone on the way out, so the application's own
+`basicConfig` still works afterwards; a quiet export prints nothing.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def quiet_libraries():
     root = logging.getLogger()
     root_handlers, root_level = list(root.handlers), root.level
     with warnings.catch_warnings():  # also drops the filters torch, sympy and urllib3 add when first imported
-        bars_were_on = _transformers_progress_bars(False)  # its GGUF loader draws one; edgelm's steps say it
+        _import_int4_quantizer()
+        _restore_root(root_handlers, root_level)  # at once: else the host's root prints our INFO lines meanwhile
+        bars_were_on = _transformers_progress_bars(False)  # edgelm's step lines say what the bars would
         loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
         saved = [(one, one.level) for one in loggers]
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        # its int4 rounding divides by the zero scales of all-zero blocks before np.where drops the result
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnxruntime\.quantization")
         for one in loggers:
             one.setLevel(logging.ERROR)
         try:
@@ -60,9 +65,27 @@ def quiet_libraries():
             _transformers_progress_bars(bars_were_on)
             for one, level in saved:
                 one.setLevel(level)
-            if root.handlers != root_handlers or root.level != root_level:  # a library's basicConfig
-                root.handlers[:] = root_handlers
-                root.setLevel(root_level)
+            _restore_root(root_handlers, root_level)  # a library's basicConfig
+
+
+def _import_int4_quantizer() -> None:
+    """Imports onnxruntime's int4 quantizer, whose first import calls `logging.basicConfig(level=INFO)`.
+
+    Done at the start of `quiet_libraries()` so that the root logger can be put back before the
+    export logs anything: a host that never configured logging would otherwise print edgelm's
+    INFO lines (with that module's format) for the rest of the export, quiet or not.
+    """
+    try:
+        import onnxruntime.quantization.matmul_nbits_quantizer  # noqa: F401
+    except ImportError:  # the runtime-only install has no exporter to quieten
+        pass
+
+
+def _restore_root(handlers: list, level: int) -> None:
+    root = logging.getLogger()
+    if root.handlers != handlers or root.level != level:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @contextmanager

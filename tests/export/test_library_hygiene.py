@@ -114,3 +114,19 @@ def test_the_gguf_loaders_own_bar_is_hidden_then_restored(capfd):
     assert gguf_utils.tqdm is original
     list(gguf_utils.tqdm(range(3), desc="drawn again"))  # outside the block the library is as it was
     assert "drawn again" in capfd.readouterr().err
+
+
+QUIET_APP = r"""
+import sys
+from edgelm.export import export_model
+
+export_model(sys.argv[1], sys.argv[2], precision="int4", int4_method="rtn", check=False, quiet=True)
+"""
+
+
+def test_a_quiet_export_in_a_host_without_logging_prints_nothing(hf_folder, tmp_path):
+    """onnxruntime's quantizer configures the root logger on import; edgelm's INFO lines then printed, quiet or not."""
+    result = subprocess.run([sys.executable, "-c", QUIET_APP, str(hf_folder("llama")), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
