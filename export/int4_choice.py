@@ -126,7 +126,8 @@ def scoring_ids(folder: Path, manifest: Manifest) -> np.ndarray:
 
 def graph_logits(graph_path: Path, manifest: Manifest, ids: np.ndarray) -> np.ndarray:
     """The logits (1, tokens, vocab) of the graph at `graph_path` at every position of `ids` (scoring_ids)."""
-    runner = GraphRunner(graph_path.parent, replace(manifest, graph_file=graph_path.name))
+    # that graph alone: a manifest naming a prefill graph would otherwise send these tokens through it
+    runner = GraphRunner(graph_path.parent, replace(manifest, graph_file=graph_path.name, prefill_graph_file=None))
     logits = runner.forward(ids, runner.new_cache(), all_logits=True)
     del runner  # release the session before the files move
     return logits
