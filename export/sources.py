@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -104,7 +105,9 @@ def one_gguf_reader():
     262,144-token vocabulary took 17.5 s a parse, SmolLM2's 49,152 tokens 4.9 s. A reader only
     maps the file and reads it, so the calls can share it; and the one they share parses without
     np.memmap's per-slice overhead (_plain_array_reader). Gemma 3's gguf export: 114 -> 56 s, the
-    folder byte for byte the same. `gguf.GGUFReader` is the original again after the block.
+    folder byte for byte the same. gguf's `get_tensor_name_map(arch, layers)`, which transformers
+    calls once per module of the model, builds its table once per arguments. Both are the
+    originals again after the block.
     """
     try:
         import gguf
@@ -121,11 +124,16 @@ def one_gguf_reader():
             readers[key] = plain(path, mode)
         return readers[key]
 
+    name_maps = getattr(gguf, "get_tensor_name_map", None)  # transformers builds one per module: 397 for SmolLM2, ~7 s
     gguf.GGUFReader = shared_reader
+    if name_maps is not None:
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_maps)  # read-only tables (get_name)
     try:
         yield
     finally:
         gguf.GGUFReader = original
+        if name_maps is not None:
+            gguf.get_tensor_name_map = name_maps
 
 
 def _plain_array_reader(reader_class):

@@ -19,8 +19,13 @@ def test_one_gguf_reader_is_shared_within_the_block_and_undone_after(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
 
-    original = gguf.GGUFReader
+    original, name_maps = gguf.GGUFReader, gguf.get_tensor_name_map
     with one_gguf_reader():
+        llama = next(arch for arch, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
+        table = gguf.get_tensor_name_map(llama, 2)
+        assert gguf.get_tensor_name_map(llama, 2) is table  # built once (transformers asks once per module)
+        assert table.get_name("model.layers.1.self_attn.q_proj") == name_maps(llama, 2).get_name(
+            "model.layers.1.self_attn.q_proj") == "blk.1.attn_q"
         first = gguf.GGUFReader(path)
         assert type(first).__name__ == "PlainArrayReader"  # this gguf-py's _get is the one it was written against
         assert gguf.GGUFReader(str(tmp_path / "." / "tiny.gguf")) is first  # parsed once, whatever the spelling
@@ -29,7 +34,7 @@ def test_one_gguf_reader_is_shared_within_the_block_and_undone_after(tmp_path):
         assert GGUFReader(path) is first
         assert [t.name for t in first.tensors] == ["token_embd.weight"]
         np.testing.assert_array_equal(first.tensors[0].data.reshape(2, 4), np.arange(8).reshape(2, 4))
-    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader is original and gguf.get_tensor_name_map is name_maps
     again = gguf.GGUFReader(path)
     assert again is not first
     # the shared reader parses exactly what gguf-py's own does (it slices a plain view of the same mapping)
