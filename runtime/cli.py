@@ -316,6 +316,7 @@ def run_serve(args) -> int:
         if value < low or (name == "--port" and value > 65535):
             raise EdgelmError(f"{name} {value} is invalid")
     model = load(args.model, threads=args.threads)
+    model.runner.open_prefill_graph()  # a damaged one is named here, before anything says "serving"
     model_id = args.model_id or Path(str(args.model).rstrip("/")).name
     print(f"edgelm: serving {model_id} on http://{args.host}:{args.port}/v1 ({args.parallel} in parallel)",
           file=sys.stderr, flush=True)

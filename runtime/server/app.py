@@ -49,9 +49,13 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
         parallel: sequences decoded together (rows of the batch).
         api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
         max_queue: requests waiting beyond `parallel` at most; more get 503. None: no limit.
+    Raises:
+        EdgelmError: when the model's prefill graph cannot be opened (it is opened here, not on the
+            first long prompt a client sends).
     Example:
         uvicorn.run(create_app(edgelm.load("smollm2-int4"), "smollm2"), port=8000)
     """
+    model.runner.open_prefill_graph()
     tokens = model.manifest.tokens
     engine = Engine(model.runner, model.tokenizer, tuple(tokens.eos_token_ids), model.manifest.context_length,
                     max_batch=parallel, max_waiting=max_queue)
@@ -59,7 +63,6 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        model.runner.open_prefill_graph()  # now, not on the first long prompt a client sends
         engine.start()
         try:
             yield

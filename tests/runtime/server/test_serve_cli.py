@@ -40,3 +40,16 @@ def test_serve_rejects_bad_options_before_loading(tmp_path):
     from edgelm.cli import main
 
     assert main(["serve", str(tmp_path), "--parallel", "0"]) == 2
+
+
+def test_a_damaged_prefill_graph_is_one_line_before_serving(prefill_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prefill_folder, copy)
+    (copy / "prefill.onnx").write_bytes(b"not a graph")
+    result = subprocess.run([sys.executable, "-m", "edgelm.server", str(copy), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "prefill.onnx" in result.stderr and "re-export" in result.stderr
+    assert "Traceback" not in result.stderr and "serving" not in result.stderr
