@@ -89,12 +89,22 @@ def _restore_root(handlers: list, level: int) -> None:
 
 
 @contextmanager
+def swapped(owner, name: str, value):
+    """Within the block `owner.name` is `value` (a third-party module's function or class); the original after."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextmanager
 def gguf_bar_hidden():
     """Within the block, transformers' GGUF loader draws no bar of its own (edgelm's step line says it).
 
     Its tensor loop uses a bare `tqdm` (transformers 4.57), which `disable_progress_bar()` does not
-    reach: a log of `edgelm export model.gguf` got 272 bar updates. The module's `tqdm` is a
-    disabled one for the block and the original afterwards.
+    reach: a log of `edgelm export model.gguf` got 272 bar updates.
     """
     import functools
 
@@ -102,15 +112,11 @@ def gguf_bar_hidden():
         from transformers import modeling_gguf_pytorch_utils as gguf_utils
     except ImportError:
         gguf_utils = None
-    original = getattr(gguf_utils, "tqdm", None)
-    if original is None:
+    if getattr(gguf_utils, "tqdm", None) is None:
         yield
         return
-    gguf_utils.tqdm = functools.partial(original, disable=True)
-    try:
+    with swapped(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)):
         yield
-    finally:
-        gguf_utils.tqdm = original
 
 
 def _transformers_progress_bars(on: bool) -> bool:

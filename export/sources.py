@@ -6,7 +6,7 @@ import functools
 import hashlib
 import importlib.util
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from edgelm.aliases import ALIASES
 from edgelm.errors import EdgelmError
 from edgelm.integrity import file_sha256
 from edgelm.model_names import check_model_name
+
+from .progress import gguf_bar_hidden, swapped
 
 
 @dataclass
@@ -83,8 +85,6 @@ def gguf_to_folder(gguf: Path, folder: Path) -> Path:
     """Dequantizes a GGUF file to an fp32 transformers folder (model, tokenizer, chat template)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .progress import gguf_bar_hidden
-
     try:
         with gguf_bar_hidden(), one_gguf_reader():
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
@@ -114,9 +114,8 @@ def one_gguf_reader():
     except ImportError:  # transformers names the missing package itself
         yield
         return
-    original = gguf.GGUFReader
     readers: dict[tuple[str, str], object] = {}
-    plain = _plain_array_reader(original)
+    plain = _plain_array_reader(gguf.GGUFReader)
 
     def shared_reader(path, mode="r"):
         key = (os.path.realpath(path), mode)
@@ -124,16 +123,12 @@ def one_gguf_reader():
             readers[key] = plain(path, mode)
         return readers[key]
 
-    name_maps = getattr(gguf, "get_tensor_name_map", None)  # transformers builds one per module: 397 for SmolLM2, ~7 s
-    gguf.GGUFReader = shared_reader
-    if name_maps is not None:
-        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_maps)  # read-only tables (get_name)
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(swapped(gguf, "GGUFReader", shared_reader))
+        if hasattr(gguf, "get_tensor_name_map"):  # transformers builds one per module: 397 for SmolLM2, ~7 s
+            cached = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)  # read-only tables (get_name)
+            stack.enter_context(swapped(gguf, "get_tensor_name_map", cached))
         yield
-    finally:
-        gguf.GGUFReader = original
-        if name_maps is not None:
-            gguf.get_tensor_name_map = name_maps
 
 
 def _plain_array_reader(reader_class):
