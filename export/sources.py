@@ -17,6 +17,7 @@ from edgelm.errors import EdgelmError
 from edgelm.integrity import file_sha256
 from edgelm.model_names import check_model_name
 
+from .gguf_tokenizer import as_llama_cpp_tokenizes
 from .progress import gguf_bar_hidden, swapped
 
 
@@ -81,14 +82,21 @@ def alias_gguf_path(alias: str) -> Path:
     return found[0]
 
 
+def load_gguf_tokenizer(gguf: Path):
+    """transformers' tokenizer of a GGUF file, corrected to tokenize as llama.cpp does (export/gguf_tokenizer.py)."""
+    from transformers import AutoTokenizer
+
+    return as_llama_cpp_tokenizes(gguf, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
+
+
 def gguf_to_folder(gguf: Path, folder: Path) -> Path:
     """Dequantizes a GGUF file to an fp32 transformers folder (model, tokenizer, chat template)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     try:
         with gguf_bar_hidden(), one_gguf_reader():
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer = load_gguf_tokenizer(gguf)
     except (ValueError, KeyError, OSError) as exc:
         raise EdgelmError(f"transformers could not load {gguf}: {exc}") from exc
     model.save_pretrained(folder)
