@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from edgelm.errors import EdgelmError
-from edgelm.manifest import PRECISIONS, Manifest
+from edgelm.manifest import EXPORT_REVISION, PRECISIONS, Manifest
 from edgelm.versions import package_versions
 
 from .arguments import check_export_args, check_head_block
@@ -134,6 +134,7 @@ def export_model(
                 source=src.describe(),
                 generation_defaults=generation_defaults(src.hf_folder),
                 versions=package_versions(PACKAGES),
+                export_revision=EXPORT_REVISION,
             )
         with progress.step(f"writing {precision} graph"):
             target = out / manifest.graph_file

@@ -1,4 +1,8 @@
-"""The tokenizer of a SentencePiece-BPE GGUF (Gemma's), as llama.cpp tokenizes with it.
+"""A GGUF's tokenizer as llama.cpp tokenizes with it, where transformers' conversion does otherwise.
+
+`as_llama_cpp_tokenizes` corrects what transformers 4.57 builds from a GGUF (below, and in its
+docstring: SmolLM2's BOS, EOS and digits). On 346 texts both aliases' exported tokenizers now
+give llama.cpp's ids exactly.
 
 A GGUF whose `tokenizer.ggml.model` is "llama" holds a SentencePiece vocabulary: pieces, scores and
 token types, no merges. For Gemma 2 and 3 that model is BPE (the scores are minus the merge rank),

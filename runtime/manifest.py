@@ -15,6 +15,10 @@ from .errors import EdgelmError
 from .manifest_checks import check_manifest_data, inside_folder
 
 FORMAT_VERSION = 1
+# Raised when an exporter fix changes what a folder exported from the same source holds, so that
+# pipeline()'s cached exports of an older revision are made again. 1: before 2026-12-01 evening;
+# 2: GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py).
+EXPORT_REVISION = 2
 MANIFEST_NAME = "edgelm.json"
 PRECISIONS = ("fp32", "int8", "int4", "gguf")  # gguf: the GGUF source's own quantized blocks, carried over exactly
 
@@ -85,6 +89,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # packages that made the folder
     files: dict = field(default_factory=dict)  # {file name: sha256} recorded at export, for load(verify=True)
     format_version: int = FORMAT_VERSION
+    export_revision: int = 1  # the exporter's EXPORT_REVISION when the folder was made (absent: 1)
 
     def __post_init__(self):
         check_manifest_data(asdict(self), PRECISIONS, FORMAT_VERSION)

@@ -104,6 +104,7 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
         top.str(key, required=False)
     top.str("prefill_graph_file", required=False, optional=True)
     top.int("prefill_min_tokens", 1, required=False, optional=True)
+    top.int("export_revision", 1, required=False)
     inputs = top.get("graph_inputs", False)
     if "graph_inputs" in data:
         if not isinstance(inputs, list) or "input_ids" not in inputs or not all(i in KNOWN_INPUTS for i in inputs):

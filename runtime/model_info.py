@@ -37,7 +37,8 @@ def describe(folder: str | Path, manifest: Manifest | None = None) -> str:
         + ("chat template yes" if tokens.chat_template_file else "no chat template (not a chat model)"),
         f"  generation defaults: {_pairs(m.generation_defaults) or 'greedy'}",
         f"  validation: {_validation(m.validation)}",
-        f"  made with: {_pairs(m.versions) or 'unknown'}; format version {m.format_version}",
+        f"  made with: {_pairs(m.versions) or 'unknown'}; format version {m.format_version}, "
+        f"export revision {m.export_revision}",
     ]
     return "\n".join(lines)
 

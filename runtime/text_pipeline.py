@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from .aliases import ALIASES, cached_export_folder
 from .checks import check_bool, check_int, check_number, check_seed, check_strings, check_text
 from .config import GenerationConfig
 from .errors import EdgelmError
-from .manifest import MANIFEST_NAME, PRECISIONS
+from .manifest import EXPORT_REVISION, MANIFEST_NAME, PRECISIONS
 from .model import Model
 from .model_names import check_model_name
 
@@ -48,13 +49,37 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     folder = cached_export_folder(str(model), precision)
-    if (folder / MANIFEST_NAME).is_file():
+    stale = (folder / MANIFEST_NAME).is_file() and cached_revision(folder) < EXPORT_REVISION
+    if (folder / MANIFEST_NAME).is_file() and not stale:
+        return folder
+    if stale:
+        try:
+            export_model = export_or_explain()
+        except EdgelmError:  # a runtime-only install cannot export: the older folder still runs
+            logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d); install the exporter "
+                           "and remove it (edgelm models --remove %s) to export it again", folder,
+                           cached_revision(folder), EXPORT_REVISION, folder.name)
+            return folder
+        logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d): exporting it again",
+                       folder, cached_revision(folder), EXPORT_REVISION)
+        export_model(str(model), folder, precision=precision, check=validate, force=True)
         return folder
     export_model = export_or_explain(f"{model!r} is not an exported edgelm folder, and exporting it")
     # WARNING, not INFO: the first call takes a minute and writes to disk; say so even where logging is not set up
     logger.warning("edgelm: exporting %s to %s into %s (once; later calls reuse it)", model, precision, folder)
     export_model(str(model), folder, precision=precision, check=validate)
     return folder
+
+
+def cached_revision(folder: Path) -> int:
+    """The export revision a cached folder's manifest records (1 when absent; a damaged one counts as current:
+    loading it names what is wrong)."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        revision = data.get("export_revision", 1)
+    except (OSError, ValueError, AttributeError):
+        return EXPORT_REVISION
+    return revision if isinstance(revision, int) and not isinstance(revision, bool) else EXPORT_REVISION
 
 
 def export_or_explain(what: str = "exporting"):

@@ -67,6 +67,62 @@ def test_hf_folder_is_exported_once_into_the_cache(hf_folder, monkeypatch, tmp_p
     assert edgelm.resolve_model(str(hf_folder("gpt2")), precision="int8") == folder
 
 
+def _older_revision(folder):
+    import json
+
+    data = json.loads((folder / "edgelm.json").read_text())
+    data.pop("export_revision")  # what exports before revision 2 wrote
+    (folder / "edgelm.json").write_text(json.dumps(data))
+
+
+def test_a_cached_export_of_an_older_revision_is_made_again(exported, monkeypatch, tmp_path, caplog):
+    import shutil
+
+    from edgelm import export
+    from edgelm.manifest import EXPORT_REVISION, Manifest
+
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    cached = tmp_path / "smollm2-135m-int4"
+    shutil.copytree(exported("gpt2", "int4"), cached)
+    assert Manifest.load(cached).export_revision == EXPORT_REVISION  # what this exporter writes
+    _older_revision(cached)
+    calls = []
+
+    def export_again(source, folder, precision, check, force):  # the real one needs the alias' package
+        calls.append((source, folder, precision, force))
+        shutil.rmtree(folder)
+        shutil.copytree(exported("gpt2", "int4"), folder)
+
+    monkeypatch.setattr(export, "export_model", export_again)
+    with caplog.at_level("WARNING", logger="edgelm"):
+        assert edgelm.resolve_model("smollm2-135m") == cached
+    assert calls == [("smollm2-135m", cached, "int4", True)]
+    assert "older edgelm (revision 1, now 2): exporting it again" in caplog.text
+    assert edgelm.resolve_model("smollm2-135m") == cached and len(calls) == 1  # current now: reused
+
+
+def test_without_the_exporter_an_older_cached_export_still_runs(exported, monkeypatch, tmp_path, caplog):
+    import shutil
+
+    from edgelm import text_pipeline
+    from edgelm.errors import EdgelmError
+
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    cached = tmp_path / "smollm2-135m-int4"
+    shutil.copytree(exported("gpt2", "int4"), cached)
+    _older_revision(cached)
+
+    def no_exporter(what="exporting"):
+        raise EdgelmError(f"{what} needs the exporter")
+
+    monkeypatch.setattr(text_pipeline, "export_or_explain", no_exporter)
+    with caplog.at_level("WARNING", logger="edgelm"):
+        assert edgelm.resolve_model("smollm2-135m") == cached
+    assert "edgelm models --remove smollm2-135m-int4" in caplog.text
+    out = edgelm.pipeline("text-generation", model="smollm2-135m")("Hi", max_new_tokens=2)  # loads and runs
+    assert out[0]["generated_text"].startswith("Hi")
+
+
 def test_chat_input_returns_the_conversation(generator):
     messages = [{"role": "user", "content": "Hi"}]
     out = generator(messages, max_new_tokens=4)
