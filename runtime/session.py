@@ -13,6 +13,7 @@ from .errors import EdgelmError
 from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
 from .manifest import Manifest
+from .memory import release_freed_memory
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
@@ -124,6 +125,7 @@ class GraphRunner:
             if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
                 self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
                                                    self._threads, spinning=False)
+                release_freed_memory()
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
