@@ -33,8 +33,28 @@ def field(reader, name: str, default=None):
     return default if found is None else found.contents()
 
 
-# llama.cpp's pre-tokenizers that split digits one by one before GPT-2's regex (llama-vocab.cpp)
-DIGITS_FIRST = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}
+# llama.cpp's pre-tokenizer regexes (llama-vocab.cpp) for the byte-level BPE vocabularies
+# ("tokenizer.ggml.model" gpt2) whose split transformers' converter does not reproduce: it gives
+# them all GPT-2's regex. Each regex splits the pieces the previous one left, keeping what it
+# matched and what lay between (tokenizers' Split, "isolated"). GPT-2's own family is right already.
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_REGEX = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")  # one digit a piece
+PRE_TOKENIZER_REGEXES = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "dbrx", "smaug-bpe"), [LLAMA3_REGEX]),
+    **dict.fromkeys(("qwen2", "stablelm2", "deepseek-r1-qwen"), [QWEN2_REGEX]),
+    **dict.fromkeys(("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"),
+                    [r"\p{N}", GPT2_REGEX]),
+}
+
+
+def byte_level_pre_tokenizer(regexes: list[str]):
+    """llama.cpp's regex splits, then the bytes as GPT-2's byte-level alphabet (as Llama 3's tokenizer.json does)."""
+    from tokenizers import Regex, pre_tokenizers
+
+    splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in regexes]
+    return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
 def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
@@ -42,13 +62,14 @@ def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
 
     - SentencePiece-BPE vocabularies that transformers made Unigram: rebuilt (`spm_bpe_tokenizer`);
     - BOS/EOS added as the GGUF's `add_bos_token`/`add_eos_token` say (transformers adds BOS to
-      SmolLM2's prompts, whose GGUF says not to), and the EOS token the GGUF names (transformers
-      4.57's converter names the BOS token instead);
-    - digits split one by one first where llama.cpp's pre-tokenizer does (SmolLM2: "  7" is two
-      spaces and a digit, not a space, a space and a digit).
+      SmolLM2's prompts, whose GGUF says not to), and the BOS and EOS tokens the GGUF names
+      (transformers 4.57's converter named the BOS token for both on SmolLM2);
+    - text split before the merges by llama.cpp's regexes for the GGUF's pre-tokenizer type where
+      transformers uses GPT-2's (SmolLM2: "  7" is two spaces and a digit, not a space, a space and
+      a digit; Llama 3: "12345" is "123" "45", not "12345").
     """
     import gguf as gguf_py
-    from tokenizers import pre_tokenizers, processors
+    from tokenizers import processors
 
     reader = gguf_py.GGUFReader(gguf)
     pieces = field(reader, "tokenizer.ggml.tokens")
@@ -59,14 +80,15 @@ def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
     if type(backend.model).__name__ == "Unigram" and field(reader, "tokenizer.ggml.model") == "llama" \
             and "tokenizer.ggml.merges" not in reader.fields:
         backend = spm_bpe_tokenizer(gguf)
-    if field(reader, "tokenizer.ggml.pre") in DIGITS_FIRST and type(backend.pre_tokenizer).__name__ == "ByteLevel":
-        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                         backend.pre_tokenizer])
+    regexes = PRE_TOKENIZER_REGEXES.get(field(reader, "tokenizer.ggml.pre"))
+    if regexes and field(reader, "tokenizer.ggml.model") == "gpt2":
+        backend.pre_tokenizer = byte_level_pre_tokenizer(regexes)
     backend.post_processor = bos_eos_processor(reader, pieces, processors)
     tokenizer._tokenizer = backend  # the fast tokenizer's backend: save_pretrained writes it as tokenizer.json
-    eos_id = field(reader, "tokenizer.ggml.eos_token_id")
-    if eos_id is not None:
-        tokenizer.eos_token = pieces[eos_id]
+    for name in ("bos", "eos"):  # transformers 4.57's converter swaps the two for llama-architecture files
+        token_id = field(reader, f"tokenizer.ggml.{name}_token_id")
+        if token_id is not None:
+            setattr(tokenizer, f"{name}_token", pieces[token_id])
     for name, default in (("add_bos_token", True), ("add_eos_token", False)):
         if hasattr(tokenizer, name):  # Llama's and Gemma's tokenizers remake the post-processor from these on load
             setattr(tokenizer, name, bool(field(reader, f"tokenizer.ggml.{name}", default)))

@@ -9,10 +9,11 @@ SentencePiece writes them.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 NORMAL, CONTROL, USER_DEFINED, BYTE = 1, 3, 4, 6
@@ -149,40 +150,97 @@ def test_gguf_to_folder_tokenizer_replaces_transformers_unigram(vocabulary, tmp_
         assert upstream(text).input_ids != expected
 
 
-def test_byte_level_gguf_keeps_its_bos_setting_eos_and_digit_split(tmp_path):
-    """SmolLM2's GGUF: no BOS before a prompt, EOS <|im_end|>, digits apart from the spaces before them (as llama.cpp)."""
+BYTE_LEVEL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def write_byte_level_gguf(path, pre: str, merges=("\u0120 \u0120", "\u0120 a"), add_bos=False):
+    """A GPT-2-style vocabulary (the 256 byte symbols and `merges`) with llama.cpp pre-tokenizer type `pre`."""
     import gguf
     from tokenizers.pre_tokenizers import ByteLevel
 
-    from edgelm.export.sources import load_gguf_tokenizer
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    pieces = specials + sorted(ByteLevel.alphabet()) + ["\u0120\u0120", "\u0120a"]
-    path = tmp_path / "byte-level.gguf"
+    pieces = BYTE_LEVEL_SPECIALS + sorted(ByteLevel.alphabet()) + ["".join(m.split(" ")) for m in merges]
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
     writer.add_embedding_length(32)
     writer.add_block_count(1)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(pieces)
-    writer.add_token_types([CONTROL] * len(specials) + [NORMAL] * (len(pieces) - len(specials)))
-    writer.add_token_merges(["\u0120 \u0120", "\u0120 a"])
+    writer.add_token_types([CONTROL] * len(BYTE_LEVEL_SPECIALS) + [NORMAL] * (len(pieces) - len(BYTE_LEVEL_SPECIALS)))
+    writer.add_token_merges(list(merges))
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path, pieces
 
+
+def test_byte_level_gguf_keeps_its_bos_setting_eos_and_digit_split(tmp_path):
+    """SmolLM2's GGUF: no BOS before a prompt, EOS <|im_end|>, digits apart from the spaces before them (as llama.cpp)."""
+    from transformers import AutoTokenizer
+
+    from edgelm.export.sources import load_gguf_tokenizer
+
+    path, pieces = write_byte_level_gguf(tmp_path / "byte-level.gguf", "smollm")
     tokenizer = load_gguf_tokenizer(path)
     ids = tokenizer("a  7 a").input_ids
     assert [pieces[i] for i in ids] == ["a", "\u0120\u0120", "7", "\u0120a"]  # no BOS; "  7" is two spaces, a digit
-    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id, tokenizer.bos_token_id) == ("<|im_end|>", 2, 1)
     tokenizer.save_pretrained(tmp_path / "saved")  # and so it stays when the export reads the folder back
-    from transformers import AutoTokenizer
-
     again = AutoTokenizer.from_pretrained(tmp_path / "saved")
     assert again("a  7 a").input_ids == ids and again.eos_token_id == 2
+
+
+# how llama.cpp's regexes for each pre-tokenizer type split "a 12345\n\n it's" (byte-level symbols: \u0120 is
+# a space, \u010a a newline); transformers gives every type GPT-2's split, the last row
+SPLITS = {
+    "llama-bpe": ["a", "\u0120", "123", "45", "\u010a\u010a", "\u0120it", "'s"],
+    "qwen2": ["a", "\u0120", "1", "2", "3", "4", "5", "\u010a\u010a", "\u0120it", "'s"],
+    "smollm": ["a", "\u0120", "1", "2", "3", "4", "5", "\u010a\u010a", "\u0120it", "'s"],
+    "gpt-2": ["a", "\u012012345", "\u010a\u010a", "\u0120it", "'s"],
+}
+
+
+@pytest.mark.parametrize("pre", sorted(SPLITS))
+def test_text_is_split_by_llama_cpps_regexes_for_the_pre_tokenizer_type(tmp_path, pre):
+    from edgelm.export.sources import load_gguf_tokenizer
+
+    path, _ = write_byte_level_gguf(tmp_path / f"{pre}.gguf", pre)
+    pre_tokenizer = load_gguf_tokenizer(path).backend_tokenizer.pre_tokenizer
+    assert [piece for piece, _ in pre_tokenizer.pre_tokenize_str("a 12345\n\n it's")] == SPLITS[pre]
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_vocabularies(tmp_path_factory):
+    """pre-tokenizer type -> (the exported tokenizer, llama.cpp on the same GGUF), made on first use."""
+    import llama_cpp
+
+    from edgelm.export.sources import load_gguf_tokenizer
+
+    made = {}
+
+    def get(pre):
+        if pre not in made:
+            path, _ = write_byte_level_gguf(tmp_path_factory.mktemp(pre) / "v.gguf", pre,
+                                            merges=("\u0120 \u0120", "1 2", "12 3", "\u0120 a", "' s"), add_bos=True)
+            made[pre] = (load_gguf_tokenizer(path), llama_cpp.Llama(str(path), vocab_only=True, verbose=False))
+        return made[pre]
+
+    yield get
+    for _, reference in made.values():
+        reference.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (make bench-peers)")
+@pytest.mark.parametrize("pre", sorted(SPLITS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet="aA's'LL 1234567890\n\r\t.,!?\u00e9\u65e5\U0001F600", max_size=30))
+@example(text="x 1234 12\n\n it's  7")
+def test_token_ids_equal_llama_cpps(llama_cpp_vocabularies, pre, text):
+    """Where llama.cpp is installed: the exported tokenizer gives its token ids, BOS included."""
+    ours, reference = llama_cpp_vocabularies(pre)
+    assert ours(text).input_ids == reference.tokenize(text.encode(), add_bos=True, special=True)
