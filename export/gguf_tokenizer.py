@@ -123,7 +123,8 @@ def spm_bpe_tokenizer(gguf: Path):
     return tokenizer
 
 
-def merges_by_score(pieces: list[str], scores: list[float], types: list[int], ids: dict[str, int]) -> list[tuple[str, str]]:
+def merges_by_score(pieces: list[str], scores: list[float], types: list[int],
+                    ids: dict[str, int]) -> list[tuple[str, str]]:
     """Every split of a normal piece into two pieces, highest joined score first (ties: lower piece id first)."""
     ranked = []
     for index, piece in enumerate(pieces):

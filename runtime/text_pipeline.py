@@ -49,25 +49,30 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
     if precision not in PRECISIONS:
         raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     folder = cached_export_folder(str(model), precision)
-    stale = (folder / MANIFEST_NAME).is_file() and cached_revision(folder) < EXPORT_REVISION
-    if (folder / MANIFEST_NAME).is_file() and not stale:
-        return folder
-    if stale:
-        try:
-            export_model = export_or_explain()
-        except EdgelmError:  # a runtime-only install cannot export: the older folder still runs
-            logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d); install the exporter "
-                           "and remove it (edgelm models --remove %s) to export it again", folder,
-                           cached_revision(folder), EXPORT_REVISION, folder.name)
+    if (folder / MANIFEST_NAME).is_file():
+        revision = cached_revision(folder)
+        if revision >= EXPORT_REVISION:
             return folder
-        logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d): exporting it again",
-                       folder, cached_revision(folder), EXPORT_REVISION)
-        export_model(str(model), folder, precision=precision, check=validate, force=True)
-        return folder
+        return exported_again(str(model), folder, precision, validate, revision)
     export_model = export_or_explain(f"{model!r} is not an exported edgelm folder, and exporting it")
     # WARNING, not INFO: the first call takes a minute and writes to disk; say so even where logging is not set up
     logger.warning("edgelm: exporting %s to %s into %s (once; later calls reuse it)", model, precision, folder)
     export_model(str(model), folder, precision=precision, check=validate)
+    return folder
+
+
+def exported_again(model: str, folder: Path, precision: str, validate: bool | None, revision: int) -> Path:
+    """`folder`, a cached export of an older export revision, made again by this exporter (where it is installed)."""
+    try:
+        export_model = export_or_explain()
+    except EdgelmError:  # a runtime-only install cannot export: the older folder still runs
+        logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d); install the exporter "
+                       "and remove it (edgelm models --remove %s) to export it again", folder, revision,
+                       EXPORT_REVISION, folder.name)
+        return folder
+    logger.warning("edgelm: %s was exported by an older edgelm (revision %d, now %d): exporting it again",
+                   folder, revision, EXPORT_REVISION)
+    export_model(model, folder, precision=precision, check=validate, force=True)
     return folder
 
 

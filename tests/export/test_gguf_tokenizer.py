@@ -180,7 +180,7 @@ def write_byte_level_gguf(path, pre: str, merges=("\u0120 \u0120", "\u0120 a"), 
 
 
 def test_byte_level_gguf_keeps_its_bos_setting_eos_and_digit_split(tmp_path):
-    """SmolLM2's GGUF: no BOS before a prompt, EOS <|im_end|>, digits apart from the spaces before them (as llama.cpp)."""
+    """SmolLM2's GGUF: no BOS before a prompt, EOS <|im_end|>, digits apart from spaces before them (as llama.cpp)."""
     from transformers import AutoTokenizer
 
     from edgelm.export.sources import load_gguf_tokenizer
