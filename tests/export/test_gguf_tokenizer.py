@@ -120,6 +120,25 @@ def test_tokenizes_as_llama_cpp_does(tokenizer, vocabulary, text):
     assert tokenizer.encode(text).ids == spm_reference(text, *vocabulary)
 
 
+@pytest.fixture(scope="module")
+def llama_cpp_spm(vocabulary, tmp_path_factory):
+    import llama_cpp
+
+    reference = llama_cpp.Llama(str(write_gguf(tmp_path_factory.mktemp("spm-cpp") / "spm.gguf", *vocabulary)),
+                                vocab_only=True, verbose=False)
+    yield reference
+    reference.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (make bench-peers)")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=ALPHABET, max_size=40))
+@example(text="<start_of_turn>the cat sat\n\non the mat<end_of_turn>\n\u65e5")
+def test_the_reference_is_llama_cpps_spm_tokenizer(llama_cpp_spm, vocabulary, text):
+    """Where llama.cpp is installed: the plain reference above gives its ids on the same GGUF."""
+    assert llama_cpp_spm.tokenize(text.encode(), add_bos=True, special=True) == spm_reference(text, *vocabulary)
+
+
 def test_known_text_control_tokens_and_round_trip(tokenizer, vocabulary):
     pieces = vocabulary[0]
     text = "<start_of_turn>the cat sat\n\non the mat<end_of_turn>\n\u65e5"
