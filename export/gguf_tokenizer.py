@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE
+
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # llama.cpp's token types
 SPACE = "\u2581"  # SentencePiece's visible space
 
@@ -51,8 +54,6 @@ PRE_TOKENIZER_REGEXES = {
 
 def byte_level_pre_tokenizer(regexes: list[str]):
     """llama.cpp's regex splits, then the bytes as GPT-2's byte-level alphabet (as Llama 3's tokenizer.json does)."""
-    from tokenizers import Regex, pre_tokenizers
-
     splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in regexes]
     return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
@@ -69,7 +70,6 @@ def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
       a digit; Llama 3: "12345" is "123" "45", not "12345").
     """
     import gguf as gguf_py
-    from tokenizers import processors
 
     reader = gguf_py.GGUFReader(gguf)
     pieces = field(reader, "tokenizer.ggml.tokens")
@@ -79,11 +79,11 @@ def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
     backend = tokenizer.backend_tokenizer
     if type(backend.model).__name__ == "Unigram" and field(reader, "tokenizer.ggml.model") == "llama" \
             and "tokenizer.ggml.merges" not in reader.fields:
-        backend = spm_bpe_tokenizer(gguf)
+        backend = spm_bpe_tokenizer(reader)
     regexes = PRE_TOKENIZER_REGEXES.get(field(reader, "tokenizer.ggml.pre"))
     if regexes and field(reader, "tokenizer.ggml.model") == "gpt2":
         backend.pre_tokenizer = byte_level_pre_tokenizer(regexes)
-    backend.post_processor = bos_eos_processor(reader, pieces, processors)
+    backend.post_processor = bos_eos_processor(reader, pieces)
     tokenizer._tokenizer = backend  # the fast tokenizer's backend: save_pretrained writes it as tokenizer.json
     for name in ("bos", "eos"):  # transformers 4.57's converter swaps the two for llama-architecture files
         token_id = field(reader, f"tokenizer.ggml.{name}_token_id")
@@ -95,13 +95,9 @@ def as_llama_cpp_tokenizes(gguf: Path, tokenizer):
     return tokenizer
 
 
-def spm_bpe_tokenizer(gguf: Path):
-    """A `tokenizers.Tokenizer` that tokenizes like llama.cpp with the GGUF's SentencePiece-BPE vocabulary."""
-    import gguf as gguf_py
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
-    from tokenizers.models import BPE
-
-    reader = gguf_py.GGUFReader(gguf)
+def spm_bpe_tokenizer(reader) -> Tokenizer:
+    """A `tokenizers.Tokenizer` that tokenizes like llama.cpp with the SentencePiece-BPE vocabulary of a GGUF
+    (`reader`: its gguf.GGUFReader)."""
     pieces = [str(piece) for piece in field(reader, "tokenizer.ggml.tokens")]
     scores = [float(score) for score in field(reader, "tokenizer.ggml.scores")]
     types = [int(kind) for kind in field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(pieces))]
@@ -119,7 +115,7 @@ def spm_bpe_tokenizer(gguf: Path):
                           for i, kind in enumerate(types) if kind == USER_DEFINED])
     tokenizer.add_special_tokens([AddedToken(pieces[i], normalized=False, special=True)
                                   for i, kind in enumerate(types) if kind in (CONTROL, UNKNOWN)])
-    tokenizer.post_processor = bos_eos_processor(reader, pieces, processors)
+    tokenizer.post_processor = bos_eos_processor(reader, pieces)
     return tokenizer
 
 
@@ -138,7 +134,7 @@ def merges_by_score(pieces: list[str], scores: list[float], types: list[int],
     return [(left, right) for *_, left, right in ranked]
 
 
-def bos_eos_processor(reader, pieces: list[str], processors):
+def bos_eos_processor(reader, pieces: list[str]):
     """The template that adds BOS (and EOS) where the GGUF says so; None when it adds neither."""
     ends = []
     for name, default in (("bos", True), ("eos", False)):

@@ -109,9 +109,12 @@ def vocabulary():
 
 @pytest.fixture(scope="module")
 def tokenizer(vocabulary, tmp_path_factory):
+    import gguf
+
     from edgelm.export.gguf_tokenizer import spm_bpe_tokenizer
 
-    return spm_bpe_tokenizer(write_gguf(tmp_path_factory.mktemp("spm") / "spm.gguf", *vocabulary))
+    path = write_gguf(tmp_path_factory.mktemp("spm") / "spm.gguf", *vocabulary)
+    return spm_bpe_tokenizer(gguf.GGUFReader(path))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
