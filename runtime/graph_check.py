@@ -17,8 +17,12 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(i
 FIX = "the manifest does not describe this graph; re-export the model"
 
 
-def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str) -> None:
-    """Raises EdgelmError when `manifest` disagrees with the graph's NodeArgs `inputs`/`outputs`."""
+def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str, logits: bool = True) -> None:
+    """Raises EdgelmError when `manifest` disagrees with the graph's NodeArgs `inputs`/`outputs`.
+
+    `logits` False: the graph returns only the cache (manifest prefill_logits false), and must not
+    have a logits output either (the runtime would not bind it).
+    """
     by_name = {i.name: i for i in inputs}
     out_by_name = {o.name: o for o in outputs}
     kv = manifest.kv
@@ -41,11 +45,16 @@ def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str
 
     for name in past:
         _check_cache_tensor(by_name[name], kv, graph_name)
-    for name in [manifest.logits_output, *present]:
+    for name in [manifest.logits_output, *present] if logits else present:
         if name not in out_by_name:
             raise EdgelmError(f"{graph_name} has no output {name!r}, which the manifest names; {FIX}")
     for name in present:
         _check_cache_tensor(out_by_name[name], kv, graph_name)
+    if not logits:
+        if manifest.logits_output in out_by_name:
+            raise EdgelmError(f"{graph_name} returns {manifest.logits_output!r}, but the manifest says prefill_logits "
+                              f"is false; {FIX}")
+        return
 
     logits = out_by_name[manifest.logits_output]
     if ORT_TYPES.get(logits.type) != "float32":

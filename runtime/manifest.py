@@ -17,8 +17,9 @@ from .manifest_checks import check_manifest_data, inside_folder
 FORMAT_VERSION = 1
 # Raised when an exporter fix changes what a folder exported from the same source holds, so that
 # pipeline()'s cached exports of an older revision are made again. 1: before 2026-12-01 evening;
-# 2: GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py).
-EXPORT_REVISION = 2
+# 2: GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py); 3: a prefill graph without logits
+# (export/graph_prune.py: its session no longer packs the LM head a second time).
+EXPORT_REVISION = 3
 MANIFEST_NAME = "edgelm.json"
 PRECISIONS = ("fp32", "int8", "int4", "gguf")  # gguf: the GGUF source's own quantized blocks, carried over exactly
 
@@ -80,6 +81,7 @@ class Manifest:
     graph_file: str = "model.onnx"
     prefill_graph_file: str | None = None  # the same weights for prompt chunks, faster there (export/prefill_graph.py)
     prefill_min_tokens: int | None = None  # runs this long or longer take it (None: session.PREFILL_GRAPH_MIN_TOKENS)
+    prefill_logits: bool = True  # False: the prefill graph returns only the cache; a prompt's last token runs on graph_file
     graph_inputs: list[str] = field(default_factory=list)  # non-cache inputs the graph takes
     logits_output: str = "logits"  # (batch, seq, vocab)
     quantization: dict = field(default_factory=dict)  # method and settings, {} for fp32

@@ -104,6 +104,7 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
         top.str(key, required=False)
     top.str("prefill_graph_file", required=False, optional=True)
     top.int("prefill_min_tokens", 1, required=False, optional=True)
+    top.bool("prefill_logits")
     top.int("export_revision", 1, required=False)
     inputs = top.get("graph_inputs", False)
     if "graph_inputs" in data:

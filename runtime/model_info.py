@@ -72,6 +72,8 @@ def _prefill(m: Manifest) -> str:
     """Which prefill graph the folder has and why, from `quantization.prefill_graph` (the export's timings)."""
     record = m.quantization.get("prefill_graph")
     runs = f"prompt runs of {m.prefill_min_tokens}+ tokens" if m.prefill_min_tokens else "long prompt runs"
+    if not m.prefill_logits:
+        runs += ", all but the last token (cache only: the logits come from the decode graph)"
     if not isinstance(record, dict):
         return f"{m.prefill_graph_file}, for {runs}"
     if not record.get("measured"):

@@ -70,11 +70,14 @@ def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
 
 
 def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
-               spinning: bool = True) -> ort.InferenceSession:
-    """A session on the graph the manifest's `field` names, checked against the manifest's interface."""
+               spinning: bool = True, logits: bool = True) -> ort.InferenceSession:
+    """A session on the graph the manifest's `field` names, checked against the manifest's interface.
+
+    `logits` False: the graph returns only the cache (a prefill graph without its LM head).
+    """
     graph_path = existing_graph(folder, manifest, field)
     session = make_session(graph_path, device, threads, spinning=spinning)
-    check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name)
+    check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits)
     return session
 
 
@@ -124,7 +127,8 @@ class GraphRunner:
         with self._open_prefill:  # two threads with long prompts open it once
             if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
                 self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
-                                                   self._threads, spinning=False)
+                                                   self._threads, spinning=False,
+                                                   logits=self.manifest.prefill_logits)
                 release_freed_memory()
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
@@ -143,21 +147,39 @@ class GraphRunner:
         heads x 2,048 x 2,048 scores per layer at once.
         """
         chunk = chunk or PREFILL_CHUNK
-        for start in range(0, input_ids.shape[1], chunk):
-            logits = self.forward(input_ids[:, start : start + chunk], cache)
+        length = input_ids.shape[1]
+        for start in range(0, length, chunk):
+            logits = self.forward(input_ids[:, start : start + chunk], cache, logits=start + chunk >= length)
         return logits
 
-    def forward(self, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache, all_logits: bool = False) -> np.ndarray:
+    def forward(self, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache, all_logits: bool = False,
+                logits: bool = True) -> np.ndarray | None:
         """Runs `input_ids` (batch, seq) after what `cache` holds; updates the cache.
 
         Returns the logits of the last position (batch, vocab), or of every position
-        (batch, seq, vocab) with `all_logits`.
+        (batch, seq, vocab) with `all_logits`; None with `logits` False where the run only fills the
+        cache. Runs of prefill_min_tokens or more take the prefill graph; where that graph returns no
+        logits (manifest prefill_logits false), the run's last token goes to the decode graph, and a
+        run that needs every position's logits runs there whole.
         """
+        seq = input_ids.shape[1]
+        if not (self.has_prefill_graph and seq >= self.prefill_min_tokens):
+            return self._run(self.session, input_ids, cache, all_logits)
+        if self.manifest.prefill_logits:
+            return self._run(self.prefill_session, input_ids, cache, all_logits)
+        if all_logits:
+            return self._run(self.session, input_ids, cache, all_logits)
+        if not logits:
+            return self._run(self.prefill_session, input_ids, cache, logits=False)
+        if seq > 1:
+            self._run(self.prefill_session, input_ids[:, :-1], cache, logits=False)
+        return self._run(self.session, input_ids[:, -1:], cache)
+
+    def _run(self, session: ort.InferenceSession, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache,
+             all_logits: bool = False, logits: bool = True) -> np.ndarray | None:
+        """One run of `session`; `logits` False binds no logits output (the prefill graph may have none)."""
         batch, seq = input_ids.shape
         total = cache.length + seq
-        session = self.session
-        if self.has_prefill_graph and seq >= self.prefill_min_tokens:
-            session = self.prefill_session
         binding = cache.binding(session)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
         if "num_logits_to_keep" in self.inputs:  # logits for the last position only, unless all are asked for
@@ -167,13 +189,16 @@ class GraphRunner:
         if "position_ids" in self.inputs:
             positions = np.arange(cache.length, total, dtype=np.int64)
             binding.bind_cpu_input("position_ids", np.broadcast_to(positions, (batch, seq)).copy())
-        kept = seq if all_logits or "num_logits_to_keep" not in self.inputs else 1
-        logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, kept, self.manifest.vocab_size), np.float32, "cpu")
-        binding.bind_ortvalue_output(self.manifest.logits_output, logits)
+        if logits:
+            kept = seq if all_logits or "num_logits_to_keep" not in self.inputs else 1
+            out = ort.OrtValue.ortvalue_from_shape_and_type((batch, kept, self.manifest.vocab_size), np.float32, "cpu")
+            binding.bind_ortvalue_output(self.manifest.logits_output, out)
         cache.bind(binding, self.past_names, self.present_names, total)
         session.run_with_iobinding(binding)
         cache.update(binding, total)
         if batch == 1:
             cache.tokens += input_ids[0].tolist()
-        scores = logits.numpy()  # (batch, kept, vocab)
+        if not logits:
+            return None
+        scores = out.numpy()  # (batch, kept, vocab)
         return scores if all_logits else scores[:, -1, :]

@@ -6,6 +6,7 @@ import numpy as np
 
 import edgelm
 from edgelm.export.int4_choice import graph_logits
+from edgelm.export.prefill_graph import write_prefill_graph
 from edgelm.manifest import Manifest
 from edgelm.session import GraphRunner
 
@@ -19,5 +20,11 @@ def test_graph_logits_never_go_through_the_folders_prefill_graph(prefill_folder)
     scored = graph_logits(prefill_folder / manifest.graph_file, manifest, ids)
     alone = GraphRunner(prefill_folder, replace(manifest, prefill_graph_file=None))
     np.testing.assert_array_equal(scored, alone.forward(ids, alone.new_cache(), all_logits=True))
-    through = edgelm.load(prefill_folder).runner
-    assert not np.array_equal(scored, through.forward(ids, through.new_cache(), all_logits=True))  # they differ
+    # a manifest naming a prefill graph that returns logits (export revision 2 and before) sends them through it
+    write_prefill_graph(prefill_folder / manifest.graph_file, manifest.vocab_size, "with-logits.onnx")
+    try:
+        through = GraphRunner(prefill_folder, replace(manifest, prefill_graph_file="with-logits.onnx",
+                                                      prefill_logits=True))
+        assert not np.array_equal(scored, through.forward(ids, through.new_cache(), all_logits=True))  # they differ
+    finally:
+        (prefill_folder / "with-logits.onnx").unlink()

@@ -3,8 +3,12 @@
 The int8 one, and how the export chooses between them: test_prefill_int8.py.
 """
 
+import numpy as np
 import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from edgelm.export.graph_prune import remove_output
 from edgelm.manifest import Manifest
 
 
@@ -25,19 +29,41 @@ def test_int4_writes_a_prefill_graph_on_the_same_weights(prefill_folder):
     assert manifest.quantization["prefill_graph"] == {"kept": True, "measured": False, "compute": "fp32"}
     decode, decode_levels = _levels(folder / manifest.graph_file)
     prefill, prefill_levels = _levels(folder / manifest.prefill_graph_file)
-    assert [n.op_type for n in prefill.node] == [n.op_type for n in decode.node]
-    assert set(prefill_levels) == set(decode_levels) and len(decode_levels) > 1
+    # the same nodes but those only the logits need: the LM head, the final norm, the last layer after its k and v
+    assert manifest.prefill_logits is False
+    assert [o.name for o in prefill.output] == [o.name for o in decode.output if o.name != manifest.logits_output]
+    names = [n.name for n in decode.node]
+    assert [n.name for n in prefill.node] == [name for name in names if name in {n.name for n in prefill.node}]
+    dropped = {n.name for n in decode.node} - {n.name for n in prefill.node}
+    head = next(n for n in decode.node if n.output[0] == manifest.logits_output)
+    assert head.name in dropped and len(dropped) > 2
+    assert set(prefill_levels) == set(decode_levels) - dropped and len(prefill_levels) > 1
     for name, (n, level) in prefill_levels.items():
-        if n == manifest.vocab_size:  # the LM head runs on one position: it keeps the int8 kernel
-            assert level == decode_levels[name][1] == 4
-        else:
-            assert level == 0 and decode_levels[name][1] == 4
+        assert n != manifest.vocab_size and level == 0 and decode_levels[name][1] == 4
     # every weight is read from the decode graph's data file: nothing stored twice
     locations = {entry.value for t in prefill.initializer if t.data_location == onnx.TensorProto.EXTERNAL
                  for entry in t.external_data if entry.key == "location"}
     assert locations == {manifest.graph_file + ".data"}
     assert not (folder / (manifest.prefill_graph_file + ".data")).exists()
     assert manifest.prefill_graph_file in manifest.files  # its digest is recorded like every file's
+
+
+def test_remove_output_keeps_what_other_outputs_read(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["shared"], name="shared"),
+             helper.make_node("Neg", ["shared"], ["kept"], name="kept"),
+             helper.make_node("MatMul", ["shared", "w"], ["only_logits"], name="only_logits"),
+             helper.make_node("Abs", ["only_logits"], ["logits"], name="head")]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [1, 4])],
+                              [value("logits", TensorProto.FLOAT, [1, 4]), value("kept", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")])
+    onnx.save(helper.make_model(graph), str(tmp_path / "g.onnx"))
+    assert remove_output(tmp_path / "g.onnx", "logits") == 2
+    pruned = onnx.load(str(tmp_path / "g.onnx")).graph
+    assert [n.name for n in pruned.node] == ["shared", "kept"] and not pruned.initializer
+    assert [o.name for o in pruned.output] == ["kept"] and [i.name for i in pruned.input] == ["x"]
+    with pytest.raises(ValueError, match="no output 'logits'"):
+        remove_output(tmp_path / "g.onnx", "logits")
 
 
 def test_none_when_told_or_nothing_to_change(exported, hf_folder, tmp_path):
@@ -53,9 +79,6 @@ def test_none_when_told_or_nothing_to_change(exported, hf_folder, tmp_path):
 
 def test_only_4_bit_blocks_below_the_lm_head_change_level(tmp_path):
     """A gguf graph mixes 4- and 8-bit blocks: level 0 has no fast kernel for 8 bits, so those keep theirs."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
     from edgelm.export.prefill_graph import write_prefill_graph
     from edgelm.export.quantize import save_graph
 

@@ -60,6 +60,7 @@ MANIFEST_CASES = [
     ("context-length-zero", _manifest(_set("context_length", 0))),
     ("prefill-min-tokens-zero", _manifest(_set("prefill_min_tokens", 0))),
     ("prefill-min-tokens-string", _manifest(_set("prefill_min_tokens", "16"))),
+    ("prefill-logits-string", _manifest(_set("prefill_logits", "no"))),
     ("export-revision-zero", _manifest(_set("export_revision", 0))),
     ("export-revision-string", _manifest(_set("export_revision", "2"))),
     ("context-length-string", _manifest(_set("context_length", "1024"))),

@@ -23,9 +23,9 @@ def counted(model, monkeypatch):
     runs = []
     forward = model.runner.forward
 
-    def counting(input_ids, cache, all_logits=False):
+    def counting(input_ids, cache, all_logits=False, logits=True):
         runs.append(input_ids.shape[1])
-        return forward(input_ids, cache, all_logits)
+        return forward(input_ids, cache, all_logits, logits)
 
     monkeypatch.setattr(model.runner, "forward", counting)
     return runs

@@ -39,8 +39,8 @@ def test_a_timed_prefill_graph_gives_its_speed_and_quality(prefill_folder):
                    quantization=manifest.quantization | {"prefill_graph": SMOLLM2_PREFILL,
                                                          "clipping_ratios": [1.0, 0.95, 0.9, 0.85, 0.8, 0.75]})
     text = describe(prefill_folder, kept)
-    assert ("prefill graph: prefill.onnx (int8), for prompt runs of 32+ tokens; a 256-token chunk against the "
-            "decode graph: int8 1.55x (scoring KLD 0.1010 against the decode graph's 0.0976), fp32 0.94x") in text
+    assert ("prefill graph: prefill.onnx (int8), for prompt runs of 32+ tokens, all but the last token (cache only: "
+            "the logits come from the decode graph); a 256-token chunk against the decode graph: int8 1.55x (scoring KLD 0.1010 against the decode graph's 0.0976), fp32 0.94x") in text
     assert "clipping_ratios 6 values from 1.0 to 0.75" in text
     dropped = {**SMOLLM2_PREFILL, "kept": False, "compute": None,
                "candidates": {"int8": {**SMOLLM2_PREFILL["candidates"]["int8"], "speedup": 1.21, "share": 0.5}}}

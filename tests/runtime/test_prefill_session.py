@@ -18,25 +18,49 @@ def folder(prefill_folder):
 
 
 def test_long_runs_take_the_prefill_graph_and_short_ones_the_decode_graph(folder):
-    model = edgelm.load(folder)
-    manifest = model.manifest
+    """The prefill graph fills the cache; the run's last token, and every step after, run on the decode graph."""
+    model, reference_model = edgelm.load(folder), edgelm.load(folder)
+    assert model.manifest.prefill_logits is False
     ids = np.array([model.encode(TEXT)], dtype=np.int64)
-    assert ids.shape[1] >= PREFILL_GRAPH_MIN_TOKENS + 8
-    # reference runners, each on one graph only
-    prefill_only = GraphRunner(folder, replace(manifest, graph_file=manifest.prefill_graph_file), prefill_graph=False)
-    decode_only = GraphRunner(folder, manifest, prefill_graph=False)
+    assert ids.shape[1] >= PREFILL_GRAPH_MIN_TOKENS + 9
+    decode_only = GraphRunner(folder, model.manifest, prefill_graph=False)
     assert model.runner.prefill_session is not None and decode_only.prefill_session is None
 
-    long, short = ids[:, :PREFILL_GRAPH_MIN_TOKENS], ids[:, PREFILL_GRAPH_MIN_TOKENS:PREFILL_GRAPH_MIN_TOKENS + 8]
-    cache, reference = model.runner.new_cache(), prefill_only.new_cache()
-    np.testing.assert_array_equal(model.runner.forward(long, cache, all_logits=True),
-                                  prefill_only.forward(long, reference, all_logits=True))
-    # the steps after it read the cache the prefill graph wrote, through the decode graph (a cache binds to
-    # each session it meets, so the reference runs the prefill-only runner's cache on the decode-only runner)
+    long, short = ids[:, :PREFILL_GRAPH_MIN_TOKENS + 1], ids[:, PREFILL_GRAPH_MIN_TOKENS + 1:PREFILL_GRAPH_MIN_TOKENS + 9]
+    cache = model.runner.new_cache()
+    logits = model.runner.forward(long, cache)
+    # the reference: all but the last token on the prefill graph (cache only), the last on the decode graph (a
+    # cache binds to each session it meets, so one runner's cache runs on the decode-only runner)
+    reference = reference_model.runner.new_cache()
+    assert reference_model.runner.forward(long[:, :-1], reference, logits=False) is None
+    assert reference_model.runner.prefill_graph_open
+    np.testing.assert_array_equal(logits, decode_only.forward(long[:, -1:], reference))
     for position in range(short.shape[1]):
         token = short[:, position : position + 1]
         np.testing.assert_array_equal(model.runner.forward(token, cache), decode_only.forward(token, reference))
-    assert cache.length == reference.length == PREFILL_GRAPH_MIN_TOKENS + 8
+    assert cache.length == reference.length == PREFILL_GRAPH_MIN_TOKENS + 9
+    # a run that needs every position's logits runs on the decode graph, whole
+    np.testing.assert_array_equal(model.runner.forward(long, model.runner.new_cache(), all_logits=True),
+                                  decode_only.forward(long, decode_only.new_cache(), all_logits=True))
+
+
+def test_a_prefill_graph_with_logits_still_runs_whole(folder, tmp_path):
+    """Folders of export revision 2 and before: their prefill graph returns the last position's logits itself."""
+    from edgelm.export.prefill_graph import write_prefill_graph
+
+    manifest = edgelm.load(folder).manifest
+    assert write_prefill_graph(folder / manifest.graph_file, manifest.vocab_size, "with-logits.onnx")
+    try:
+        older = replace(manifest, prefill_graph_file="with-logits.onnx", prefill_logits=True)
+        runner = GraphRunner(folder, older)
+        ids = np.array([edgelm.load(folder).encode(TEXT)], dtype=np.int64)[:, :PREFILL_GRAPH_MIN_TOKENS]
+        whole = GraphRunner(folder, replace(older, graph_file="with-logits.onnx"), prefill_graph=False)
+        np.testing.assert_array_equal(runner.forward(ids, runner.new_cache()), whole.forward(ids, whole.new_cache()))
+        assert runner.prefill_graph_open
+        with pytest.raises(EdgelmError, match="returns 'logits', but the manifest says prefill_logits is false"):
+            GraphRunner(folder, replace(older, prefill_logits=False)).open_prefill_graph()
+    finally:
+        (folder / "with-logits.onnx").unlink()
 
 
 def test_the_prefill_graph_stays_close_to_the_decode_graph(folder):
