@@ -58,6 +58,19 @@ def _check_block(name: str, block, allowed: str) -> None:
         raise EdgelmError(f"{name}={block} is invalid: use {allowed}")
 
 
+def check_block_fits(block: int, widths: dict[str, int]) -> None:
+    """int4 blocks must tile every linear's input width: GPTQ leaves a weight they do not tile in fp32.
+
+    `widths` names the model's input widths ({"hidden size": 576, ...}). Without this check
+    `--block-size 128` on SmolLM2 (hidden size 576) wrote a 563 MB folder of mostly fp32 weights.
+    """
+    for what, width in widths.items():
+        if width % block:
+            fitting = [b for b in (256, 128, 64, 32, 16) if all(w % b == 0 for w in widths.values())]
+            raise EdgelmError(f"block_size={block} does not divide this model's {what} {width}: its linears would "
+                              f"stay in fp32; use one of {', '.join(map(str, fitting)) or 'the default'}")
+
+
 def check_head_block(block: int, hidden_size: int) -> None:
     """The LM head's blocks must tile its inputs (the hidden size) exactly: GPTQ and the shared table need whole blocks."""
     if hidden_size % block:

@@ -157,6 +157,16 @@ def test_lm_head_block_size_that_cannot_work_is_refused(hf_folder, tmp_path, blo
     assert not (tmp_path / "m").exists()
 
 
+def test_a_block_size_that_leaves_linears_in_fp32_is_refused(hf_folder, tmp_path):
+    """Blocks of 64 do not tile the tiny llama's hidden size of 32: GPTQ would keep those weights in fp32."""
+    from edgelm.errors import EdgelmError
+    from edgelm.export import export_model
+
+    with pytest.raises(EdgelmError, match="block_size=64 does not divide this model's hidden size 32: .* use one of 32, 16"):
+        export_model(str(hf_folder("llama")), tmp_path / "m", precision="int4", block_size=64, check=False, quiet=True)
+    assert not (tmp_path / "m").exists()
+
+
 def test_int8_weight_only_method(hf_folder, tmp_path):
     import onnx
 
