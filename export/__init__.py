@@ -19,7 +19,7 @@ from edgelm.errors import EdgelmError
 from edgelm.manifest import EXPORT_REVISION, PRECISIONS, Manifest
 from edgelm.versions import package_versions
 
-from .arguments import check_block_fits, check_export_args, check_head_block
+from .arguments import check_block_fits, check_export_args, linear_widths
 from .model_folder import (
     PACKAGES, count_parameters, file_digests, folder_size_mb, generation_defaults, staged_folder, write_tokenizer_files,
 )
@@ -115,9 +115,11 @@ def export_model(
             src = resolve_source(source, work)
             config = _hf_config(src.hf_folder)
             if precision == "int4":
-                check_block_fits(block_size, linear_widths(config))
-                if lm_head_block_size:
-                    check_head_block(lm_head_block_size, int(config.hidden_size))
+                widths = linear_widths(config)
+                check_block_fits("block_size", block_size, widths)
+                if lm_head_block_size:  # the LM head reads the hidden state
+                    hidden = {what: w for what, w in widths.items() if what == "hidden size"}
+                    check_block_fits("lm_head_block_size", lm_head_block_size, hidden)
         with progress.step(f"exporting ONNX graph ({config.model_type})"):
             fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph, kv_dtype)
             graph_inputs, kv = read_interface(fp32_graph)
@@ -210,17 +212,6 @@ def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, scorer: 
     else:
         save_graph(model, graph_path)
     manifest.quantization["tied_table"] = shared
-
-
-def linear_widths(config) -> dict[str, int]:
-    """The input widths of a decoder's linears, from its config: what int4 blocks must tile."""
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
-    head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or (4 * hidden if hidden else None)
-    widths = {"hidden size": hidden, "attention width (heads x head size)": heads * head_dim if heads and head_dim else None,
-              "intermediate size": inner}
-    return {what: int(width) for what, width in widths.items() if isinstance(width, int) and width > 0}
 
 
 def _hf_config(folder: Path):

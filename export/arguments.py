@@ -58,22 +58,26 @@ def _check_block(name: str, block, allowed: str) -> None:
         raise EdgelmError(f"{name}={block} is invalid: use {allowed}")
 
 
-def check_block_fits(block: int, widths: dict[str, int]) -> None:
-    """int4 blocks must tile every linear's input width: GPTQ leaves a weight they do not tile in fp32.
+def check_block_fits(name: str, block: int, widths: dict[str, int]) -> None:
+    """int4 blocks (`name`: block_size or lm_head_block_size) must tile every input width in `widths`.
 
-    `widths` names the model's input widths ({"hidden size": 576, ...}). Without this check
+    GPTQ leaves a weight its blocks do not tile in fp32, and the shared table needs whole blocks:
     `--block-size 128` on SmolLM2 (hidden size 576) wrote a 563 MB folder of mostly fp32 weights.
     """
     for what, width in widths.items():
         if width % block:
             fitting = [b for b in (256, 128, 64, 32, 16) if all(w % b == 0 for w in widths.values())]
-            raise EdgelmError(f"block_size={block} does not divide this model's {what} {width}: its linears would "
-                              f"stay in fp32; use one of {', '.join(map(str, fitting)) or 'the default'}")
+            raise EdgelmError(f"{name}={block} does not divide this model's {what} {width}: int4 blocks must tile "
+                              f"every weight; use one of {', '.join(map(str, fitting)) or 'the default'}")
 
 
-def check_head_block(block: int, hidden_size: int) -> None:
-    """The LM head's blocks must tile its inputs (the hidden size) exactly: GPTQ and the shared table need whole blocks."""
-    if hidden_size % block:
-        fitting = [b for b in (256, 128, 64, 32, 16) if hidden_size % b == 0]
-        raise EdgelmError(f"lm_head_block_size={block} does not divide this model's hidden size {hidden_size}: "
-                          f"use one of {', '.join(map(str, fitting)) or 'the default'}")
+def linear_widths(config) -> dict[str, int]:
+    """The input widths of a decoder's linears, from its transformers config: what int4 blocks must tile."""
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+    head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    inner = (getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+             or (4 * hidden if hidden else None))
+    widths = {"hidden size": hidden, "intermediate size": inner,
+              "attention width (heads x head size)": heads * head_dim if heads and head_dim else None}
+    return {what: int(width) for what, width in widths.items() if isinstance(width, int) and width > 0}
