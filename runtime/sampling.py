@@ -43,34 +43,96 @@ class Sampler:
             self.constraint.apply(logits)  # forbidden tokens -> -inf
         if cfg.repetition_penalty != 1.0 and seen is not None and seen.size:
             logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-        token = int(np.argmax(logits)) if cfg.greedy else int(self._sample(logits.astype(np.float64) / cfg.temperature))
+        token = int(np.argmax(logits)) if cfg.greedy else self._sample(logits.astype(np.float32) / cfg.temperature)
         if cfg.logprobs:
             self.last_logprob = log_probability(logits, token)
         return token
 
     def _sample(self, scores: np.ndarray) -> int:
-        cfg = self.config
-        if cfg.top_k and cfg.top_k < scores.size:
-            kth = np.partition(scores, -cfg.top_k)[-cfg.top_k]
-            scores = np.where(scores < kth, -np.inf, scores)
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        if cfg.min_p > 0:
-            probs = np.where(probs < cfg.min_p * probs.max(), 0.0, probs)
-        if cfg.top_p < 1.0:
-            order = np.argsort(-probs)
-            cumulative = np.cumsum(probs[order])
-            # keep tokens until the mass before them reaches top_p (the top token always stays)
-            drop = order[(cumulative - probs[order]) >= cfg.top_p]
-            probs[drop] = 0.0
-        probs /= probs.sum()
-        return self.rng.choice(probs.size, p=probs)
+        """A token drawn from softmax(scores) after top-k, min-p and top-p, in that order, each on what the
+        one before kept (`candidates`)."""
+        probs = np.exp(scores - scores.max())  # unnormalized; the most likely token has 1
+        tokens = candidates(probs, self.config)
+        if tokens is None:
+            return draw(probs, self.rng)
+        return int(tokens[draw(probs[tokens], self.rng)])
+
+
+# Sampling touches the whole vocabulary once (exp, a few comparisons) and sorts only the few tokens it can
+# pick: sorting all of Gemma 3's 262,144 tokens for top-p, drawing with numpy's checks of p, and exp in
+# float64 made a sampled token cost 33 ms against 0.1 ms greedy. Tokens are looked for above falling
+# thresholds (relative to the top token's 1); a model's distribution usually puts its few likely tokens
+# above the first. float32 underflows below 2^-149, so 0 ends the list: every token.
+THRESHOLDS = (2.0**-10, 2.0**-20, 2.0**-40, 2.0**-80, 0.0)
+BLOCK = 1024  # draw(): weights summed in blocks of this many, then one block searched
+
+
+def candidates(probs: np.ndarray, config: GenerationConfig) -> np.ndarray | None:
+    """The ids (ascending) a sampled token may take under top_k, min_p and top_p; None when all of them.
+
+    `probs` are exp(scores - max): the most likely token has 1. Tokens tied with the k-th most likely
+    all stay; min_p keeps what reaches min_p times the top token; top_p keeps the most likely tokens,
+    in order, up to the first whose mass before it (within what top-k and min-p kept) reaches top_p.
+    """
+    tokens = None
+    if config.top_k and config.top_k < probs.size:
+        tokens = _top_k(probs, config.top_k)
+    if config.min_p > 0:
+        tokens = np.flatnonzero(probs >= config.min_p) if tokens is None else tokens[probs[tokens] >= config.min_p]
+    if config.top_p < 1.0:
+        tokens = _nucleus(probs, config.top_p, tokens)
+    return tokens
+
+
+def _top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    for threshold in THRESHOLDS:
+        above = np.flatnonzero(probs >= threshold)
+        if above.size >= k:
+            break
+    kth = np.partition(probs[above], above.size - k)[above.size - k]
+    return above[probs[above] >= kth]
+
+
+def _nucleus(probs: np.ndarray, top_p: float, tokens: np.ndarray | None) -> np.ndarray:
+    pool = probs if tokens is None else probs[tokens]
+    target = top_p * pool.sum(dtype=np.float64)
+    for threshold in THRESHOLDS:  # the tokens above a threshold are the first of the sorted order
+        above = np.flatnonzero(pool >= threshold)
+        order = above[np.argsort(-pool[above], kind="stable")]
+        mass = pool[order].astype(np.float64)
+        before = np.cumsum(mass) - mass
+        if before[-1] >= target:  # the nucleus ends inside these: the full sort would find the same
+            break
+    kept = np.sort(order[before < target])
+    return kept if tokens is None else tokens[kept]
+
+
+def draw(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with probability weights[i] / sum(weights) (weights >= 0, not all 0); a 0 is never drawn.
+
+    Finds the block of BLOCK weights the draw falls in from the blocks' sums, then the index inside that
+    block: two short cumulative sums instead of one over the whole vocabulary (3 ms on 262,144 tokens).
+    """
+    blocks = -(-weights.size // BLOCK)
+    padded = np.zeros(blocks * BLOCK, np.float32)
+    padded[: weights.size] = weights
+    padded = padded.reshape(blocks, BLOCK)
+    sums = np.cumsum(padded.sum(axis=1, dtype=np.float64))
+    point = rng.random() * sums[-1]
+    block = int(np.searchsorted(sums, point, side="right"))
+    if block == blocks:  # the draw rounded up to the total: the last token that has weight
+        return int(np.flatnonzero(weights)[-1])
+    inside = np.cumsum(padded[block].astype(np.float64))
+    index = int(np.searchsorted(inside, point - (sums[block - 1] if block else 0.0), side="right"))
+    if index == BLOCK:  # rounding between the block's sum and its cumulative sum
+        index = int(np.flatnonzero(padded[block])[-1])
+    return block * BLOCK + index
 
 
 def log_probability(logits: np.ndarray, token: int) -> float:
     """log softmax(logits)[token], computed stably."""
     top = logits.max()
-    return float(logits[token] - top - np.log(np.exp(logits - top, dtype=np.float64).sum()))
+    return float(logits[token] - top - np.log(np.exp(logits - top).sum(dtype=np.float64)))
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
