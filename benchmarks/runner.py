@@ -41,13 +41,16 @@ def prompt_ids(folder: Path, count: int) -> list[int]:
 
 
 def sampled_tests(settings: dict, context_length: int) -> list[dict]:
-    """The sampled tests, in table order: pp, tg, tg at depth, then the scaling sweeps.
+    """The sampled tests, in table order: pp, tg, tg sampled, tg at depth, then the scaling sweeps.
+
+(tg and its depth tests pick greedily; "tg sampled" draws with the backends' SAMPLING settings.)
 
     A test whose context would not fit the model is left out (tiny test models hold few positions).
     """
     pp, tg, depth = settings["pp"], settings["tg"], settings.get("depth", 0)
     tests = [{"key": f"pp{pp}", "test": "pp", "n": pp, "reps": settings["reps"]},
-             {"key": f"tg{tg}", "test": "tg", "n": tg, "depth": 0, "reps": settings["reps"]}]
+             {"key": f"tg{tg}", "test": "tg", "n": tg, "depth": 0, "reps": settings["reps"]},
+             {"key": f"tg{tg} sampled", "test": "tg", "n": tg, "depth": 0, "sample": True, "reps": settings["reps"]}]
     if depth:
         tests += [{"key": f"pp{depth}", "test": "pp", "n": depth, "reps": settings["reps"]}] if depth != pp else []
         tests += [{"key": f"tg{tg} @ d{depth}", "test": "tg", "n": tg, "depth": depth, "reps": settings["reps"]}]
@@ -168,7 +171,7 @@ class WorkerProcess:
         return self._answer()
 
     def sample(self, test: dict) -> None:
-        answer = self._send({k: test[k] for k in ("test", "n", "depth") if k in test})
+        answer = self._send({k: test[k] for k in ("test", "n", "depth", "sample") if k in test})
         if not answer.get("ok"):
             self._fail(answer)
         else:

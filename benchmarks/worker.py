@@ -7,8 +7,8 @@ the rows sample by sample (A B C, B C A, ...) while every backend stays loaded. 
 process means its peak RSS is that backend's alone.
 
 Commands: {"test": "pp", "n": N} (time to the first token of an N-token prompt),
-{"test": "tg", "n": N, "depth": D} (N decode steps after D tokens of context, or after the short
-tg prompt when D is 0), {"test": "finish"} (peak RSS, then the quality scores; then it exits).
+{"test": "tg", "n": N, "depth": D, "sample": S} (N decode steps after D tokens of context, or after
+the short tg prompt when D is 0; sampled with the backends' SAMPLING when S), {"test": "finish"} (peak RSS, then the quality scores; then it exits).
 Each sample waits for a quiet machine and is redone if others used the CPU during it (idle.py).
 """
 
@@ -70,7 +70,8 @@ class Worker:
         if test == "tg":
             depth = command.get("depth", 0)
             ids = self.spec.prompt_ids[:depth] if depth else self.spec.tg_prompt_ids
-            steps, guard = self.guard.sample(lambda: _decode_latencies(self.backend, ids, command["n"]))
+            sample = bool(command.get("sample"))
+            steps, guard = self.guard.sample(lambda: _decode_latencies(self.backend, ids, command["n"], sample))
             return {"steps_s": steps, **guard}
         if test == "finish":
             rss = peak_rss_mb()  # before perplexity, whose all-position logits are not generation's cost
@@ -101,9 +102,9 @@ def _ttft(backend, ids: list[int]) -> float:
     return stamps[0] - start
 
 
-def _decode_latencies(backend, ids: list[int], n: int) -> list[float]:
+def _decode_latencies(backend, ids: list[int], n: int, sample: bool = False) -> list[float]:
     """Seconds per generated token after the first (the first carries the prompt)."""
-    stamps = backend.timed_generate(ids, n + 1)
+    stamps = backend.timed_generate(ids, n + 1, sample)
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 

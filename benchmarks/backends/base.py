@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 
+# The tg sampled test's settings, the same for every backend: llama.cpp's default sampler (without its
+# min-p, which onnxruntime-genai lacks). A chat samples; the greedy tests do not show what picking costs.
+SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}
+
+
 class BackendUnavailable(Exception):
     """The backend cannot run here (package missing, model not built); the message says why."""
 
 
 class Backend:
-    """Loads a model and generates greedy tokens from given token ids."""
+    """Loads a model and generates tokens from given token ids: greedy, or sampled with SAMPLING."""
 
     name = "base"
 
@@ -21,8 +26,9 @@ class Backend:
     def load(self) -> None:
         raise NotImplementedError
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        """Generates exactly `n` greedy tokens after `ids` (never stopping at eos).
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
+        """Generates exactly `n` tokens after `ids` (never stopping at eos): greedy, or with `sample` drawn
+        under SAMPLING.
 
         Returns the time.perf_counter() at which each token was available; a fresh cache each call.
         """

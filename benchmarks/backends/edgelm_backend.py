@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .base import Backend
+from .base import SAMPLING, Backend
 
 
 class EdgelmBackend(Backend):
@@ -19,8 +19,9 @@ class EdgelmBackend(Backend):
         if "allow_spinning" in self.options:  # the session-options sweep: same graph, one config entry changed
             self.model.runner.session = _session(self.model, self.threads, bool(self.options["allow_spinning"]))
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        config = self.model.config(max_new_tokens=n, temperature=0.0, eos_token_ids=())
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
+        picking = SAMPLING if sample else {"temperature": 0.0}
+        config = self.model.config(max_new_tokens=n, eos_token_ids=(), **picking)
         return [time.perf_counter() for _ in self.model.generate_ids(ids, config)]
 
     def all_logits(self, ids: list[int]) -> np.ndarray:

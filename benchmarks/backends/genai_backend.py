@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Backend, BackendUnavailable
+from .base import SAMPLING, Backend, BackendUnavailable
 
 
 class GenaiBackend(Backend):
@@ -19,15 +19,19 @@ class GenaiBackend(Backend):
         self.model = og.Model(self.path)
         self.min_length = _sliding_window(self.path)
 
-    def _params(self, length: int):
-        """Greedy search options for `length` positions; its KV buffer holds at least one sliding window
-        (Gemma 3's GroupQueryAttention refuses a cache shorter than its window)."""
+    def _params(self, length: int, sample: bool = False):
+        """Search options for `length` positions, greedy or SAMPLING; its KV buffer holds at least one sliding
+        window (Gemma 3's GroupQueryAttention refuses a cache shorter than its window)."""
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=max(length, self.min_length), min_length=length)
+        picking = {"do_sample": False}
+        if sample:
+            picking = {"do_sample": True, "temperature": SAMPLING["temperature"], "top_k": SAMPLING["top_k"],
+                       "top_p": SAMPLING["top_p"], "random_seed": SAMPLING["seed"]}
+        params.set_search_options(max_length=max(length, self.min_length), min_length=length, **picking)
         return params
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        generator = self.og.Generator(self.model, self._params(len(ids) + n))
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
+        generator = self.og.Generator(self.model, self._params(len(ids) + n, sample))
         generator.append_tokens(ids)  # prompt processing; the first token comes with it
         stamps = [time.perf_counter()]
         while len(stamps) < n and not generator.is_done():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Backend, BackendUnavailable
+from .base import SAMPLING, Backend, BackendUnavailable
 
 CONTEXT = 4096  # room for the deepest scaling test (2048) plus generated tokens
 
@@ -27,10 +27,15 @@ class LlamaCppBackend(Backend):
         self.model = Llama(model_path=self.path, n_threads=self.threads, n_threads_batch=self.threads,
                            n_ctx=CONTEXT, n_batch=512, flash_attn=self.flash_attn, verbose=False)
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
         self.model.reset()  # no KV prefix reuse between runs: every run processes its whole prompt
+        if sample:
+            self.model.set_seed(SAMPLING["seed"])
+            picking = {"top_k": SAMPLING["top_k"], "top_p": SAMPLING["top_p"], "temp": SAMPLING["temperature"]}
+        else:
+            picking = {"top_k": 1, "top_p": 1.0, "temp": 0.0}
         stamps = []
-        for _ in self.model.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        for _ in self.model.generate(ids, min_p=0.0, repeat_penalty=1.0, reset=True, **picking):
             stamps.append(time.perf_counter())
             if len(stamps) == n:
                 break

@@ -22,8 +22,8 @@ class OptimumBackend(Backend):
             self.path, session_options=options, provider="CPUExecutionProvider", use_cache=True
         )
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        return stamped_generate(self.model, ids, n)
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
+        return stamped_generate(self.model, ids, n, sample)
 
     def all_logits(self, ids: list[int]):
         import torch

@@ -18,8 +18,8 @@ class TransformersBackend(Backend):
         torch.set_num_threads(self.threads)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
 
-    def timed_generate(self, ids: list[int], n: int) -> list[float]:
-        return stamped_generate(self.model, ids, n)
+    def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
+        return stamped_generate(self.model, ids, n, sample)
 
     def all_logits(self, ids: list[int]):
         import torch

@@ -41,7 +41,8 @@ def test_every_measurement_is_in_the_json(report):
     assert len(edgelm_int4["tg8 @ d48"]["samples"]) == 2 and len(edgelm_int4["pp48"]["samples"]) == 2
     assert len(edgelm_int4["ttft_ms_48"]["samples"]) == 2
     idle = edgelm_int4["idle"]  # every sample counted, redone at most once each
-    assert idle["samples"] == 2 * 4 + 2 * 4 and 0 <= idle["redone"] <= idle["samples"]
+    assert idle["samples"] == 2 * 5 + 2 * 4 and 0 <= idle["redone"] <= idle["samples"]
+    assert len(edgelm_int4["tg8 sampled"]["samples"]) == 2 and all(s > 0 for s in edgelm_int4["tg8 sampled"]["samples"])
     assert all(s > 0 for s in edgelm_int4["tg8"]["samples"])
     assert edgelm_int4["token_latency_ms"]["p50"] <= edgelm_int4["token_latency_ms"]["p99"]
     assert set(edgelm_int4["tg_by_depth"]) == {"0", "32"} and set(edgelm_int4["ttft_ms_by_prompt"]) == {"8", "32"}
@@ -55,7 +56,7 @@ def test_peers_run_on_the_same_weights(report):
     for precision in ("int4", "fp32"):
         row = rows[("optimum", precision)]
         assert row["ok"], row
-        assert row["tg8"]["mean"] > 0
+        assert row["tg8"]["mean"] > 0 and row["tg8 sampled"]["mean"] > 0  # greedy and sampled through generate()
     # optimum runs the same fp32 weights through its own graph: the same perplexity as edgelm's fp32
     assert rows[("optimum", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
     assert rows[("transformers", "fp32")]["perplexity"] == pytest.approx(rows[("edgelm", "fp32")]["perplexity"], rel=1e-3)
