@@ -43,7 +43,7 @@ def prompt_ids(folder: Path, count: int) -> list[int]:
 def sampled_tests(settings: dict, context_length: int) -> list[dict]:
     """The sampled tests, in table order: pp, tg, tg sampled, tg at depth, then the scaling sweeps.
 
-(tg and its depth tests pick greedily; "tg sampled" draws with the backends' SAMPLING settings.)
+    tg and its depth tests pick greedily; "tg sampled" draws with the backends' SAMPLING settings.
 
     A test whose context would not fit the model is left out (tiny test models hold few positions).
     """

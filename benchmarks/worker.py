@@ -8,7 +8,8 @@ process means its peak RSS is that backend's alone.
 
 Commands: {"test": "pp", "n": N} (time to the first token of an N-token prompt),
 {"test": "tg", "n": N, "depth": D, "sample": S} (N decode steps after D tokens of context, or after
-the short tg prompt when D is 0; sampled with the backends' SAMPLING when S), {"test": "finish"} (peak RSS, then the quality scores; then it exits).
+the short tg prompt when D is 0; drawn with the backends' SAMPLING when S), {"test": "finish"}
+(peak RSS, then the quality scores; then it exits).
 Each sample waits for a quiet machine and is redone if others used the CPU during it (idle.py).
 """
 

@@ -10,9 +10,9 @@ Two kinds, both measured on Gemma 3 270M int4 (resident memory right after `edge
   .onnx.data files, and packing the 4-bit weights for its kernels reads every page of them once;
   the kernels then read the packed copy, never those pages again. A table that the LM head shares
   with the embedding stays mapped for the embedding's lookups (one row a token), all of it still
-  resident: Gemma 3 int4 536 -> 421 MB after the load, SmolLM2 int4 214 -> 183 MB. `release_mapped_pages` asks the
-  kernel to reclaim the folder's mapped pages (madvise MADV_PAGEOUT, Linux 5.4+); a page that is
-  read later is read back from the file, as on first use. It is a hint that never changes what a
+  resident: Gemma 3 int4 536 -> 421 MB after the load, SmolLM2 int4 214 -> 183 MB.
+  `release_mapped_pages` asks the kernel to reclaim the folder's mapped pages (madvise
+  MADV_PAGEOUT, Linux 5.4+); a page that is read later is read back from the file, as on first use. It is a hint that never changes what a
   mapping holds (a page written since it was mapped is kept), so a graph that does read its
   mapped weights every run only loses them until its next run. A page that another mapping also
   holds (a second load of the same folder, in this process or another) is left where it is.
