@@ -63,6 +63,12 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def release_after_load(folder: Path) -> None:
+    """Both, after a session on `folder`'s graphs opens: the freed heap, then the weight files' pages."""
+    release_freed_memory()
+    release_mapped_pages(folder)
+
+
 def mapped_ranges(folder: Path) -> list[tuple[int, int]]:
     """(start, end) addresses of this process's mappings of files inside `folder` (Linux; else [])."""
     root = os.path.realpath(folder) + os.sep

@@ -17,7 +17,7 @@ from .errors import EdgelmError
 from .generation import Timings, generate_tokens
 from .integrity import verify_digests
 from .manifest import Manifest
-from .memory import release_freed_memory, release_mapped_pages
+from .memory import release_after_load
 from .prefix_cache import PrefixCache
 from .session import GraphRunner
 from .stopping import StopStrings
@@ -55,8 +55,7 @@ class Model:
             )
         self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads,
                                   prefill_graph=check_bool("prefill_graph", prefill_graph))
-        release_freed_memory()  # what parsing the tokenizer and preparing the weights left behind
-        release_mapped_pages(self.folder)  # the weight files' pages, read once to pack the weights
+        release_after_load(self.folder)  # what parsing the tokenizer and packing the weights left behind
         try:
             self.defaults = GenerationConfig(**_known_defaults(self.manifest.generation_defaults))
         except EdgelmError as exc:

@@ -13,7 +13,7 @@ from .errors import EdgelmError
 from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
 from .manifest import Manifest
-from .memory import release_freed_memory, release_mapped_pages
+from .memory import release_after_load
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
@@ -129,8 +129,7 @@ class GraphRunner:
                 self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
                                                    self._threads, spinning=False,
                                                    logits=self.manifest.prefill_logits)
-                release_freed_memory()
-                release_mapped_pages(self._folder)
+                release_after_load(self._folder)
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import edgelm
-import edgelm.model
+import edgelm.memory
 from edgelm.memory import mapped_ranges
 from tests.runtime.test_memory import resident_kb
 
@@ -118,7 +118,7 @@ def test_a_load_gives_back_the_weight_files_pages_it_read_once(int4, monkeypatch
     folder, before = int4.folder, set(mapped_ranges(int4.folder))
     ids = np.array([int4.encode("The capital of France is")])
     with monkeypatch.context() as patch:
-        patch.setattr(edgelm.model, "release_mapped_pages", lambda folder: 0)
+        patch.setattr(edgelm.memory, "release_mapped_pages", lambda folder: 0)
         kept = edgelm.load(folder)
     resident_kept = resident_kb([r for r in mapped_ranges(folder) if r not in before])
     logits_kept = kept.runner.forward(ids, kept.runner.new_cache())
