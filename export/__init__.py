@@ -26,6 +26,7 @@ from .model_folder import (
 from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
 from .int4_choice import Scorer, quantize_int4_best
+from .kv_int8 import quantize_kv_cache
 from .onnx_graph import export_fp32_graph, read_interface
 from .prefill_graph import add_prefill_graph
 from .progress import Progress, quiet_libraries
@@ -88,7 +89,10 @@ def export_model(
             faster of an int8 graph (int4 only, if its KLD stays within 0.005 of the decode graph's) and an
             fp32 one, if a timed chunk runs at least 1.3x faster on it than on the decode graph. True: the
             fp32 one, untimed.
-        kv_dtype: the KV cache's type, "float32" or "float16" (fused graph only: half the cache's bytes).
+        kv_dtype: the KV cache's type, "float32", "float16" or "int8" (fused graph only). float16 halves
+            the cache's bytes; int8 quarters them, with scales per kv head and channel calibrated on
+            held-out text, and attention at depth reads that much less (kv_int8.py; prompts attend in
+            float32 on a prefill graph, written for it where the precision has none).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
         quiet: no progress lines.
@@ -164,6 +168,8 @@ def export_model(
                                             scorer=scorer if precision == "int4" else None)  # gguf stays exact
                 if decided is not None:
                     manifest.quantization["prefill_graph"] = decided
+            if kv_dtype == "int8":
+                manifest.quantization["kv_cache"] = quantize_kv_cache(out, manifest)
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):

@@ -11,7 +11,7 @@ from edgelm.errors import EdgelmError
 GRAPHS = ("auto", "fused", "optimum")
 INT8_METHODS = ("dynamic", "weight-only")
 INT4_METHODS = ("auto", "rtn", "calibrated")
-KV_DTYPES = ("float32", "float16")
+KV_DTYPES = ("float32", "float16", "int8")
 
 
 def check_export_args(args: dict) -> None:

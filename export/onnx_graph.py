@@ -28,7 +28,8 @@ def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto", kv_dt
 
     "auto" takes edgelm's fused graph where the architecture allows (fast decoding) and
     optimum's exporter everywhere else; "fused" and "optimum" force one. `kv_dtype` "float16"
-    (a half-precision cache) needs the fused graph.
+    (a half-precision cache) and "int8" need the fused graph; an int8 cache is made later, from a
+    float32 one (kv_int8.py).
     """
     from .fused_graph import build_fused_graph, builder_name, read_config, unsupported_reason
 
@@ -44,7 +45,8 @@ def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto", kv_dt
         raise EdgelmError(f"kv_dtype={kv_dtype!r} needs edgelm's fused graph, and this export uses optimum's "
                           f"({reason or 'graph=optimum'}); use kv_dtype='float32'")
     if graph != "optimum" and reason is None:
-        path = build_fused_graph(hf_folder, out_dir / "fused" / "model.onnx", config, kv_dtype)
+        built_kv = "float32" if kv_dtype == "int8" else kv_dtype
+        path = build_fused_graph(hf_folder, out_dir / "fused" / "model.onnx", config, built_kv)
         return path, builder_name(config)
     return export_optimum_graph(hf_folder, out_dir), "optimum"
 

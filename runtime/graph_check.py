@@ -12,16 +12,18 @@ import re
 from .errors import EdgelmError
 from .manifest import Manifest
 
-ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8", "tensor(int64)": "int64",
              "tensor(int32)": "int32"}
 FIX = "the manifest does not describe this graph; re-export the model"
 
 
-def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str, logits: bool = True) -> None:
+def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str, logits: bool = True,
+                kv_dtype: str | None = None) -> None:
     """Raises EdgelmError when `manifest` disagrees with the graph's NodeArgs `inputs`/`outputs`.
 
     `logits` False: the graph returns only the cache (manifest prefill_logits false), and must not
-    have a logits output either (the runtime would not bind it).
+    have a logits output either (the runtime would not bind it). `kv_dtype`: the cache type this graph
+    takes, where it is not kv.dtype (a float32 prefill graph beside an int8 cache).
     """
     by_name = {i.name: i for i in inputs}
     out_by_name = {o.name: o for o in outputs}
@@ -43,13 +45,14 @@ def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str
     if missing:
         raise EdgelmError(f"the graph lacks inputs the manifest names: {', '.join(missing)}; re-export the model")
 
+    dtype = kv_dtype or kv.dtype
     for name in past:
-        _check_cache_tensor(by_name[name], kv, graph_name)
+        _check_cache_tensor(by_name[name], kv, graph_name, dtype)
     for name in [manifest.logits_output, *present] if logits else present:
         if name not in out_by_name:
             raise EdgelmError(f"{graph_name} has no output {name!r}, which the manifest names; {FIX}")
     for name in present:
-        _check_cache_tensor(out_by_name[name], kv, graph_name)
+        _check_cache_tensor(out_by_name[name], kv, graph_name, dtype)
     if not logits:
         if manifest.logits_output in out_by_name:
             raise EdgelmError(f"{graph_name} returns {manifest.logits_output!r}, but the manifest says prefill_logits "
@@ -66,10 +69,11 @@ def check_graph(manifest: Manifest, inputs: list, outputs: list, graph_name: str
         )
 
 
-def _check_cache_tensor(arg, kv, graph_name: str) -> None:
+def _check_cache_tensor(arg, kv, graph_name: str, expected: str) -> None:
     dtype = ORT_TYPES.get(arg.type, arg.type)
-    if dtype != kv.dtype:
-        raise EdgelmError(f"{graph_name} {arg.name} is {dtype} but the manifest says kv.dtype={kv.dtype!r}; {FIX}")
+    if dtype != expected:
+        field = "kv.dtype" if expected == kv.dtype else "kv.prefill_dtype"
+        raise EdgelmError(f"{graph_name} {arg.name} is {dtype} but the manifest says {field}={expected!r}; {FIX}")
     shape = list(arg.shape or [])
     if len(shape) != 4:
         raise EdgelmError(f"{graph_name} {arg.name} has {len(shape)} axes; the cache layout needs 4; {FIX}")

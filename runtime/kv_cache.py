@@ -118,6 +118,9 @@ class SharedBufferCache:
         # kept across steps: the cache tensors stay bound until the buffers grow
         self._bindings: list[tuple[ort.InferenceSession, ort.IOBinding]] = []
         self._bound_capacity: dict[int, int] = {}  # id(binding) -> the capacity its cache tensors were bound at
+        # an int8 cache's float copy (kv_quant.py), kept from one chunk of a prompt to the next; any other run or
+        # cut of this cache drops it
+        self.float_twin: SharedBufferCache | None = None
 
     def binding(self, session: ort.InferenceSession) -> ort.IOBinding:
         for known, binding in self._bindings:
@@ -127,7 +130,7 @@ class SharedBufferCache:
         return self._bindings[-1][1]
 
     def bind(self, binding, past_names: list[str], present_names: list[str], total: int) -> None:
-        self._reserve(total)
+        self.reserve(total)
         if self._bound_capacity.get(id(binding)) == self.capacity:
             return
         for past, present, value in zip(past_names, present_names, self.values):
@@ -137,6 +140,7 @@ class SharedBufferCache:
 
     def update(self, binding, total: int) -> None:
         self.length = total  # the graph wrote positions [length, total) in place
+        self.float_twin = None
 
     def truncate(self, length: int) -> None:
         """Keeps the first `length` positions: attention reads only up to the sequence length bound, and the
@@ -144,6 +148,7 @@ class SharedBufferCache:
         cannot go back, and then the whole cache is dropped (`length` becomes 0)."""
         if length >= self.length:
             return
+        self.float_twin = None
         length = cut_length(length, self.length, self.windows, capacity=window_capacity)
         self.length = length
         del self.tokens[length:]
@@ -154,7 +159,7 @@ class SharedBufferCache:
         rows = sum(window_capacity(w) if w else self.capacity for w in self.windows) if self.values else 0
         return batch * heads * rows * head_dim * np.dtype(self.dtype).itemsize
 
-    def _reserve(self, total: int) -> None:
+    def reserve(self, total: int) -> None:
         """Grows every buffer to hold `total` positions (at least doubling, in whole blocks)."""
         if total <= self.capacity:
             return

@@ -41,6 +41,10 @@ class KVCacheSpec:
     # per layer: the sliding window of a layer whose cache holds only that many recent positions (the graph
     # evicts older ones itself), 0 for a full-length cache; None: every layer full-length
     windows: list[int] | None = None
+    # an int8 cache (dtype "int8"): its scales, (num_layers, 2 for key/value, num_kv_heads, head_dim) float32 in
+    # a .npy file, and the prefill graph's cache type when that graph attends in float32 (runtime/kv_quant.py)
+    scales_file: str | None = None
+    prefill_dtype: str | None = None
 
     def past_names(self) -> list[str]:
         return [n.format(layer=i) for i in range(self.num_layers) for n in (self.past_key, self.past_value)]
@@ -106,6 +110,8 @@ class Manifest:
         if self.prefill_graph_file is not None:
             self.path(folder, self.prefill_graph_file, "prefill_graph_file")
         self.path(folder, self.tokens.tokenizer_file, "tokens.tokenizer_file")
+        if self.kv.scales_file is not None:
+            self.path(folder, self.kv.scales_file, "kv.scales_file")
         if self.tokens.chat_template_file is not None:
             self.path(folder, self.tokens.chat_template_file, "tokens.chat_template_file")
 

@@ -15,7 +15,7 @@ from .errors import EdgelmError
 
 FIX = "re-export the model with `edgelm export` (the folder is damaged or was not written by edgelm)"
 KNOWN_INPUTS = ("input_ids", "attention_mask", "position_ids", "num_logits_to_keep")  # what the runtime can feed
-KV_DTYPES = ("float32", "float16")
+KV_DTYPES = ("float32", "float16", "int8")
 KV_LAYOUT = "batch,kv_heads,seq,head_dim"
 MAX_DIM = 1 << 24  # far above any real vocabulary, layer count, head count or context
 NAME_TEMPLATE = re.compile(r"^[^{}]*\{layer\}[^{}]*$")  # exactly one {layer} and no other braces
@@ -135,6 +135,9 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
     windows = data["kv"].get("windows")
     if windows is not None and is_int(data["kv"].get("num_layers")) and len(windows) != data["kv"]["num_layers"]:
         raise _bad("kv.windows", f"must have one entry per layer ({data['kv']['num_layers']}), got {len(windows)}")
+    kv.str("scales_file", required=False, optional=True)
+    kv.str("prefill_dtype", required=False, optional=True, choices=KV_DTYPES)
+    _check_int8_cache(data)
     kv.no_unknown()
 
     tokens = _Fields(data["tokens"], "tokens")
@@ -146,6 +149,18 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
     tokens.str("bos_token", required=False, optional=True)
     tokens.str("eos_token", required=False, optional=True)
     tokens.no_unknown()
+
+
+def _check_int8_cache(data: dict) -> None:
+    """An int8 cache needs its scales file and a shared buffer (runtime/kv_quant.py); only it has either field."""
+    kv = data["kv"]
+    if kv.get("dtype") == "int8":
+        if kv.get("scales_file") is None:
+            raise _bad("kv.scales_file", "is missing: an int8 cache (kv.dtype 'int8') needs the file of its scales")
+        if not kv.get("shared_buffer"):
+            raise _bad("kv.shared_buffer", "must be true for an int8 cache (kv.dtype 'int8')")
+    elif kv.get("scales_file") is not None or kv.get("prefill_dtype") is not None:
+        raise _bad("kv.scales_file", f"and kv.prefill_dtype belong to an int8 cache, but kv.dtype is {kv.get('dtype')!r}")
 
 
 def inside_folder(folder: Path, relative, field: str) -> Path:

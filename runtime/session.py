@@ -12,6 +12,7 @@ import onnxruntime as ort
 from .errors import EdgelmError
 from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
+from .kv_quant import absorb, float_copy, load_scales
 from .manifest import Manifest
 from .memory import release_after_load
 
@@ -70,14 +71,16 @@ def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
 
 
 def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
-               spinning: bool = True, logits: bool = True) -> ort.InferenceSession:
+               spinning: bool = True, logits: bool = True, kv_dtype: str | None = None) -> ort.InferenceSession:
     """A session on the graph the manifest's `field` names, checked against the manifest's interface.
 
-    `logits` False: the graph returns only the cache (a prefill graph without its LM head).
+    `logits` False: the graph returns only the cache (a prefill graph without its LM head). `kv_dtype`:
+    the graph's cache type where it is not kv.dtype.
     """
     graph_path = existing_graph(folder, manifest, field)
     session = make_session(graph_path, device, threads, spinning=spinning)
-    check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits)
+    check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
+                kv_dtype=kv_dtype)
     return session
 
 
@@ -88,7 +91,9 @@ class GraphRunner:
     least manifest.prefill_min_tokens (else PREFILL_GRAPH_MIN_TOKENS) tokens on CPU, sharing the
     cache with the first. That session opens on the first such run (or `open_prefill_graph()`): a
     process that only ever sends short prompts never holds its weights (~110 MB on SmolLM2 int4).
-    `prefill_graph` False leaves it out (every run on the decode graph: slower prompts).
+    `prefill_graph` False leaves it out (every run on the decode graph: slower prompts). Where the
+    prefill graph's cache is float32 beside an int8 one (kv.prefill_dtype), its runs go through a float32
+    copy of the cache (kv_quant.py).
     """
 
     def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
@@ -108,6 +113,11 @@ class GraphRunner:
         self.inputs = set(manifest.graph_inputs)
         self.kv_dtype = np.dtype(manifest.kv.dtype)
         self._ort_device = "cuda" if device == "cuda" else "cpu"
+        kv = manifest.kv
+        self.prefill_kv_dtype = kv.prefill_dtype if kv.prefill_dtype not in (None, kv.dtype) else None
+        self._kv_scales = None  # the int8 cache's scales, where prompts run on a float copy of it
+        if self.has_prefill_graph and self.prefill_kv_dtype:
+            self._kv_scales = load_scales(manifest.path(folder, kv.scales_file, "kv.scales_file"), kv)
 
     @property
     def prefill_session(self) -> ort.InferenceSession | None:
@@ -128,7 +138,8 @@ class GraphRunner:
             if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
                 self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
                                                    self._threads, spinning=False,
-                                                   logits=self.manifest.prefill_logits)
+                                                   logits=self.manifest.prefill_logits,
+                                                   kv_dtype=self.prefill_kv_dtype)
                 release_after_load(self._folder)
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
@@ -166,14 +177,26 @@ class GraphRunner:
         if not (self.has_prefill_graph and seq >= self.prefill_min_tokens):
             return self._run(self.session, input_ids, cache, all_logits)
         if self.manifest.prefill_logits:
-            return self._run(self.prefill_session, input_ids, cache, all_logits)
+            return self._run_prefill(input_ids, cache, all_logits)
         if all_logits:
             return self._run(self.session, input_ids, cache, all_logits)
         if not logits:
-            return self._run(self.prefill_session, input_ids, cache, logits=False)
+            return self._run_prefill(input_ids, cache, logits=False)
         if seq > 1:
-            self._run(self.prefill_session, input_ids[:, :-1], cache, logits=False)
+            self._run_prefill(input_ids[:, :-1], cache, logits=False)
         return self._run(self.session, input_ids[:, -1:], cache)
+
+    def _run_prefill(self, input_ids: np.ndarray, cache, all_logits: bool = False, logits: bool = True):
+        """A run on the prefill graph; through a float copy of an int8 cache where that graph's cache is float."""
+        if self._kv_scales is None:
+            return self._run(self.prefill_session, input_ids, cache, all_logits, logits)
+        if not isinstance(cache, SharedBufferCache):  # a batch row (engine/slots.py): int8 attention, slower
+            return self._run(self.session, input_ids, cache, all_logits, logits)
+        session, start = self.prefill_session, cache.length
+        staged = float_copy(cache, self._kv_scales, self.prefill_kv_dtype)
+        result = self._run(session, input_ids, staged, all_logits, logits)
+        absorb(cache, staged, start, self._kv_scales)
+        return result
 
     def _run(self, session: ort.InferenceSession, input_ids: np.ndarray, cache: ConcatCache | SharedBufferCache,
              all_logits: bool = False, logits: bool = True) -> np.ndarray | None:

@@ -11,13 +11,16 @@ PROMPTS = ["Hi", "Hello there, how are", "A", "The quick brown fox jumps over th
 
 
 @pytest.fixture(scope="module", params=[("llama", "fp32", "auto"), ("llama", "int4", "auto"), ("llama", "fp32", "optimum"),
-                                        ("gpt2", "fp32", "auto"), ("gemma3_text", "fp32", "auto"), "gemma3-fused"],
-                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat", "gemma3-rows", "gemma3-windows"])
+                                        ("gpt2", "fp32", "auto"), ("gemma3_text", "fp32", "auto"), "gemma3-fused",
+                                        "gemma3-int8-kv"],
+                ids=["fused-shared", "fused-int4", "optimum-concat", "gpt2-concat", "gemma3-rows", "gemma3-windows",
+                     "gemma3-int8-kv"])
 def model(request, exported, tmp_path_factory):
-    if request.param == "gemma3-fused":  # the fused graph: sliding-window layers (window 4) keep window-sized slots
+    if isinstance(request.param, str):  # the fused graph: sliding-window layers (window 4) keep window-sized slots
         from tests.export.fused_models import export_fp32, tiny_model
 
-        return export_fp32(tiny_model("gemma3_text"), tmp_path_factory.mktemp("gemma3-fused"))
+        kv_dtype = "int8" if request.param == "gemma3-int8-kv" else "float32"  # slots of int8 codes
+        return export_fp32(tiny_model("gemma3_text"), tmp_path_factory.mktemp(request.param), kv_dtype=kv_dtype)
     return edgelm.load(exported(*request.param))
 
 

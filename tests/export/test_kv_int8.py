@@ -1,0 +1,139 @@
+"""An int8 key/value cache (export/kv_int8.py, runtime/kv_quant.py) on tiny random models, sliding windows included.
+
+Prompts attend in float32 on the prefill graph, so a prompt's int8 cache is exactly the float32
+cache quantized; steps attend on the int8 cache, so their logits are close to, not equal to, float32's.
+"""
+
+import numpy as np
+import pytest
+
+from edgelm.errors import EdgelmError
+from edgelm.kv_cache import resident, window_capacity
+from edgelm.kv_quant import float_copy, load_scales, quantize
+from edgelm.quality import kl_divergence
+
+from .fused_models import LONG_PROMPT, export_fp32, save, tiny_model
+
+FAMILIES = ["llama", "gemma3_text"]  # gemma3: windowed layers (window 4) beside a global one
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def pair(request, tmp_path_factory):
+    """(int8-cache model, float32-cache model) exported from one tiny model."""
+    torch_model = tiny_model(request.param)
+    int8 = export_fp32(torch_model, tmp_path_factory.mktemp("int8"), kv_dtype="int8")
+    return int8, export_fp32(torch_model, tmp_path_factory.mktemp("float32"))
+
+
+def _rows(cache, window):
+    return resident(cache.length, window_capacity(window), window) if window else cache.length
+
+
+def test_the_manifest_names_the_int8_cache_its_scales_and_a_float_prefill_graph(pair):
+    model, _ = pair
+    kv = model.manifest.kv
+    assert (kv.dtype, kv.prefill_dtype, kv.scales_file) == ("int8", "float32", "kv_scales.npy")
+    assert model.manifest.prefill_graph_file == "prefill.onnx"
+    assert model.manifest.quantization["kv_cache"]["calibration_tokens"] > 0
+    assert (model.folder / "prefill.onnx").is_file() and "prefill.onnx" in model.manifest.files
+
+
+def test_a_prompt_fills_the_int8_cache_with_the_float_caches_values_quantized(pair):
+    model, reference = pair
+    ids = np.array([model.encode(LONG_PROMPT)])
+    assert ids.shape[1] >= model.runner.prefill_min_tokens  # the prompt takes the prefill graph
+    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
+    np.testing.assert_array_equal(model.runner.forward(ids, cache), reference.runner.forward(ids, float_cache))
+    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
+    for codes, values, window, scale in zip(cache.values, float_cache.values, cache.windows, scales):
+        rows = _rows(cache, window)
+        assert codes.numpy().dtype == np.int8
+        np.testing.assert_array_equal(codes.numpy()[:, :, :rows], quantize(values.numpy()[:, :, :rows], scale))
+
+
+def test_a_prompt_in_chunks_attends_on_float_values_throughout(pair):
+    """Each chunk after the first reads the float copy the one before left, not dequantized codes: the
+    cache ends as the float32 cache of the same chunks, quantized."""
+    model, reference = pair
+    ids = np.array([model.encode(LONG_PROMPT + " " + LONG_PROMPT[::-1])])
+    chunk = model.runner.prefill_min_tokens
+    assert ids.shape[1] > chunk  # two chunks, both on the prefill graph
+    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
+    model.runner.prefill(ids, cache, chunk=chunk)
+    reference.runner.prefill(ids, float_cache, chunk=chunk)
+    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
+    for codes, values, window, scale in zip(cache.values, float_cache.values, cache.windows, scales):
+        rows = _rows(cache, window)
+        np.testing.assert_array_equal(codes.numpy()[:, :, :rows], quantize(values.numpy()[:, :, :rows], scale))
+
+
+def test_a_step_quantizes_its_position_as_the_runtime_does(pair):
+    """Layer 0's new key and value do not depend on attention: the op's codes equal kv_quant.quantize's."""
+    model, reference = pair
+    prompt = np.array([model.encode(LONG_PROMPT)])
+    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
+    model.runner.forward(prompt, cache)
+    reference.runner.forward(prompt, float_cache)
+    model.runner.forward(np.array([[5]]), cache)
+    reference.runner.forward(np.array([[5]]), float_cache)
+    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
+    for tensor in (0, 1):  # layer 0's key and value
+        rows = _rows(cache, cache.windows[tensor])
+        np.testing.assert_array_equal(cache.values[tensor].numpy()[:, :, :rows],
+                                      quantize(float_cache.values[tensor].numpy()[:, :, :rows], scales[tensor]))
+
+
+def test_steps_on_the_int8_cache_stay_close_to_the_float_caches(pair):
+    model, reference = pair
+    prompt = np.array([model.encode(LONG_PROMPT)])
+    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
+    model.runner.forward(prompt, cache)
+    reference.runner.forward(prompt, float_cache)
+    got, expected = [], []
+    for token in model.encode("Deep networks learn features")[:16]:  # teacher-forced: both read the same tokens
+        got.append(model.runner.forward(np.array([[token]]), cache))
+        expected.append(reference.runner.forward(np.array([[token]]), float_cache))
+    got, expected = np.stack(got, axis=1), np.stack(expected, axis=1)
+    assert kl_divergence(expected, got) < 1e-3
+    assert np.abs(got - expected).max() < 0.5 * expected.std()
+
+
+def test_a_long_continuation_runs_on_a_float_copy_of_the_int8_cache(pair):
+    """A second long prompt after the first: every buffer, windowed ones too (whose rows the op moves), ends
+    as the float copy's run quantized, and the first prompt's rows of a full-length buffer stay as they were."""
+    model, _ = pair
+    runner = model.runner
+    first, second = (np.array([model.encode(text)]) for text in (LONG_PROMPT, LONG_PROMPT.upper()))
+    cache = runner.new_cache()
+    runner.forward(first, cache)
+    runner.forward(np.array([[5]]), cache)  # a step, as after a chat turn: the prompt's float copy is gone
+    assert cache.float_twin is None
+    kept = [value.numpy()[:, :, : first.shape[1]].copy() for value in cache.values]
+    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
+    staged = float_copy(cache, scales)  # what the runtime does, by hand: the prefill graph on a float copy
+    cache.float_twin = None
+    runner._run(runner.prefill_session, second, staged, logits=model.manifest.prefill_logits)
+    runner.forward(second, cache)
+    assert cache.length == first.shape[1] + 1 + second.shape[1]
+    assert cache.tokens == first[0].tolist() + [5] + second[0].tolist()
+    for old, value, expected, window, scale in zip(kept, cache.values, staged.values, cache.windows, scales):
+        rows = _rows(cache, window)
+        np.testing.assert_array_equal(value.numpy()[:, :, :rows], quantize(expected.numpy()[:, :, :rows], scale))
+        if not window:
+            np.testing.assert_array_equal(value.numpy()[:, :, : first.shape[1]], old)
+
+
+def test_generation_on_the_int8_cache_runs_through_the_pipeline(pair):
+    model, _ = pair
+    text = model.generate(LONG_PROMPT, max_new_tokens=12)
+    assert isinstance(text, str) and len(model.encode(text)) > 0
+
+
+def test_an_int8_cache_needs_the_fused_graph(tmp_path):
+    from edgelm.export import export_model
+
+    folder = save(tiny_model("llama"), tmp_path / "hf")
+    with pytest.raises(EdgelmError, match="kv_dtype='int8' needs edgelm's fused graph"):
+        export_model(str(folder), tmp_path / "out", precision="fp32", graph="optimum", kv_dtype="int8", check=False,
+                     quiet=True)
+    assert not (tmp_path / "out").exists()
