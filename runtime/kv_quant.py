@@ -68,7 +68,7 @@ def float_copy(cache: SharedBufferCache, scales: list[np.ndarray], dtype: str = 
         return twin
     staged = SharedBufferCache(cache.shape, cache.count, np.dtype(dtype), cache.device, block=cache.block,
                                windows=cache.windows)
-    staged.reserve(cache.length)
+    staged.reserve(max(cache.length, cache.capacity))  # as large as the cache: a prompt has reserved its room
     staged.length, staged.tokens = cache.length, list(cache.tokens)
     for source, target, window, scale in zip(cache.values, staged.values, cache.windows, scales):
         rows = _rows(cache, window, 0)

@@ -159,6 +159,8 @@ class GraphRunner:
         """
         chunk = chunk or PREFILL_CHUNK
         length = input_ids.shape[1]
+        if isinstance(cache, SharedBufferCache):  # grown once for the whole prompt, not copied at every doubling
+            cache.reserve(cache.length + length)
         for start in range(0, length, chunk):
             logits = self.forward(input_ids[:, start : start + chunk], cache, logits=start + chunk >= length)
         return logits
