@@ -127,6 +127,11 @@ class GraphRunner:
         return self._prefill_session
 
     @property
+    def stages_prompts(self) -> bool:
+        """Whether prompts run on a float copy of the (int8) cache: only a SharedBufferCache can be copied."""
+        return self._kv_scales is not None
+
+    @property
     def prefill_graph_open(self) -> bool:
         return self._prefill_session is not None
 
@@ -192,7 +197,7 @@ class GraphRunner:
         """A run on the prefill graph; through a float copy of an int8 cache where that graph's cache is float."""
         if self._kv_scales is None:
             return self._run(self.prefill_session, input_ids, cache, all_logits, logits)
-        if not isinstance(cache, SharedBufferCache):  # a batch row (engine/slots.py): int8 attention, slower
+        if not isinstance(cache, SharedBufferCache):  # no float copy to make: int8 attention, ~3x slower prompts
             return self._run(self.session, input_ids, cache, all_logits, logits)
         session, start = self.prefill_session, cache.length
         staged = float_copy(cache, self._kv_scales, self.prefill_kv_dtype)

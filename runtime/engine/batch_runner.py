@@ -43,6 +43,11 @@ class BatchRunner:
         if self.shared:
             row = self.cache.add()
             try:
+                if self.runner.stages_prompts:  # an int8 cache: the prompt attends in float32 on a cache of its own
+                    single = self.runner.new_cache()
+                    logits = self.runner.prefill(ids, single)[0]
+                    self.cache.fill_row(row, single)
+                    return logits
                 return self.runner.prefill(ids, self.cache.row_cache(row))[0]  # written straight into the row
             except BaseException:
                 self.cache.remove(row)

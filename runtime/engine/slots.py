@@ -87,6 +87,15 @@ class SlotCache:
         self.buffers, self.rows, self.capacity = grown, new_rows, new_cap
         self.version += 1
 
+    def fill_row(self, row: int, cache) -> None:
+        """Copies a single-sequence SharedBufferCache into `row`: the same positions sit at the same rows
+        (a windowed tensor has window_capacity(window) rows in both, evicted by the same rule)."""
+        self.reserve(self.size, cache.length)
+        for buf, value, window in zip(self.buffers, cache.values, self.windows):
+            rows = window_capacity(window) if window else cache.length
+            buf[row, :, :rows] = value.numpy()[0, :, :rows]
+        self.lengths[row] = cache.length
+
     def row_cache(self, row: int) -> "_RowView":
         """A single-sequence cache (the interface GraphRunner.prefill takes) writing into `row`."""
         return _RowView(self, row)

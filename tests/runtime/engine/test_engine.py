@@ -55,6 +55,34 @@ def test_batched_greedy_equals_one_at_a_time(model, max_batch):
     assert engine.scheduler.idle and engine.batch.size == 0
 
 
+def test_long_prompts_equal_alone(model):
+    """Prompts long enough for a prefill graph (an int8 cache's prompts attend in float32 there)."""
+    engine = engine_for(model, 4)
+    config = model.config(max_new_tokens=8, eos_token_ids=())
+    prompts = [model.encode((p + " ") * 48)[:96] for p in PROMPTS[:3]]
+    assert min(map(len, prompts)) >= model.runner.prefill_min_tokens
+    seqs = engine.generate([engine.sequence(ids, config) for ids in prompts])
+    for seq, ids in zip(seqs, prompts):
+        assert seq.tokens == alone(model, ids, config)
+
+
+def test_a_long_prompt_fills_its_row_as_a_cache_alone(model):
+    """A batch row's prompt runs as it runs alone: same logits, and a slot row holds what the cache holds
+    (an int8 cache's prompt attends in float32 on a copy, then lands in the row)."""
+    from edgelm.engine.slots import SlotCache
+    from edgelm.kv_cache import window_capacity
+
+    ids = model.encode((PROMPTS[3] + " ") * 4)[:96]
+    engine = engine_for(model)
+    logits = engine.batch.prefill(ids)
+    single = model.runner.new_cache()
+    np.testing.assert_array_equal(logits, model.runner.prefill(np.array([ids]), single)[0])
+    if isinstance(engine.batch.cache, SlotCache):
+        for buf, value, window in zip(engine.batch.cache.buffers, single.values, engine.batch.cache.windows):
+            rows = window_capacity(window) if window else len(ids)
+            np.testing.assert_array_equal(buf[0, :, :rows], value.numpy()[0, :, :rows])
+
+
 def test_late_joiners_equal_alone(model):
     """Sequences added while others are mid-generation."""
     engine = engine_for(model)
