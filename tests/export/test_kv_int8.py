@@ -29,6 +29,25 @@ def _rows(cache, window):
     return resident(cache.length, window_capacity(window), window) if window else cache.length
 
 
+def _prompted(pair, ids, chunk=None):
+    """(int8 cache, float32 cache) after `ids` (1, seq) ran on each model of the pair."""
+    caches = []
+    for model in pair:
+        caches.append(model.runner.new_cache())
+        model.runner.prefill(ids, caches[-1], chunk=chunk)
+    return caches
+
+
+def _assert_quantized(model, cache, float_cache, tensors=None):
+    """The int8 cache's codes are the float cache's values quantized (in every tensor, or those given)."""
+    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
+    for i in tensors or range(len(cache.values)):
+        rows = _rows(cache, cache.windows[i])
+        assert cache.values[i].numpy().dtype == np.int8
+        np.testing.assert_array_equal(cache.values[i].numpy()[:, :, :rows],
+                                      quantize(float_cache.values[i].numpy()[:, :, :rows], scales[i]))
+
+
 def test_the_manifest_names_the_int8_cache_its_scales_and_a_float_prefill_graph(pair):
     model, _ = pair
     kv = model.manifest.kv
@@ -44,51 +63,31 @@ def test_a_prompt_fills_the_int8_cache_with_the_float_caches_values_quantized(pa
     assert ids.shape[1] >= model.runner.prefill_min_tokens  # the prompt takes the prefill graph
     cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
     np.testing.assert_array_equal(model.runner.forward(ids, cache), reference.runner.forward(ids, float_cache))
-    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
-    for codes, values, window, scale in zip(cache.values, float_cache.values, cache.windows, scales):
-        rows = _rows(cache, window)
-        assert codes.numpy().dtype == np.int8
-        np.testing.assert_array_equal(codes.numpy()[:, :, :rows], quantize(values.numpy()[:, :, :rows], scale))
+    _assert_quantized(model, cache, float_cache)
 
 
 def test_a_prompt_in_chunks_attends_on_float_values_throughout(pair):
     """Each chunk after the first reads the float copy the one before left, not dequantized codes: the
     cache ends as the float32 cache of the same chunks, quantized."""
-    model, reference = pair
+    model, _ = pair
     ids = np.array([model.encode(LONG_PROMPT + " " + LONG_PROMPT[::-1])])
     chunk = model.runner.prefill_min_tokens
     assert ids.shape[1] > chunk  # two chunks, both on the prefill graph
-    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
-    model.runner.prefill(ids, cache, chunk=chunk)
-    reference.runner.prefill(ids, float_cache, chunk=chunk)
-    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
-    for codes, values, window, scale in zip(cache.values, float_cache.values, cache.windows, scales):
-        rows = _rows(cache, window)
-        np.testing.assert_array_equal(codes.numpy()[:, :, :rows], quantize(values.numpy()[:, :, :rows], scale))
+    _assert_quantized(model, *_prompted(pair, ids, chunk))
 
 
 def test_a_step_quantizes_its_position_as_the_runtime_does(pair):
     """Layer 0's new key and value do not depend on attention: the op's codes equal kv_quant.quantize's."""
     model, reference = pair
-    prompt = np.array([model.encode(LONG_PROMPT)])
-    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
-    model.runner.forward(prompt, cache)
-    reference.runner.forward(prompt, float_cache)
+    cache, float_cache = _prompted(pair, np.array([model.encode(LONG_PROMPT)]))
     model.runner.forward(np.array([[5]]), cache)
     reference.runner.forward(np.array([[5]]), float_cache)
-    scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
-    for tensor in (0, 1):  # layer 0's key and value
-        rows = _rows(cache, cache.windows[tensor])
-        np.testing.assert_array_equal(cache.values[tensor].numpy()[:, :, :rows],
-                                      quantize(float_cache.values[tensor].numpy()[:, :, :rows], scales[tensor]))
+    _assert_quantized(model, cache, float_cache, tensors=(0, 1))  # layer 0's key and value
 
 
 def test_steps_on_the_int8_cache_stay_close_to_the_float_caches(pair):
     model, reference = pair
-    prompt = np.array([model.encode(LONG_PROMPT)])
-    cache, float_cache = model.runner.new_cache(), reference.runner.new_cache()
-    model.runner.forward(prompt, cache)
-    reference.runner.forward(prompt, float_cache)
+    cache, float_cache = _prompted(pair, np.array([model.encode(LONG_PROMPT)]))
     got, expected = [], []
     for token in model.encode("Deep networks learn features")[:16]:  # teacher-forced: both read the same tokens
         got.append(model.runner.forward(np.array([[token]]), cache))
