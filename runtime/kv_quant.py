@@ -30,6 +30,8 @@ def load_scales(path: Path, kv: KVCacheSpec) -> list[np.ndarray]:
         scales = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise EdgelmError(f"cannot read the KV cache scales {path.name}: {exc}; {FIX}") from exc
+    if not isinstance(scales, np.ndarray):  # an .npz archive
+        raise EdgelmError(f"{path.name} is not one numpy array (.npy); {FIX}")
     expected = (kv.num_layers, 2, kv.num_kv_heads, kv.head_dim)
     if scales.shape != expected or scales.dtype != np.float32:
         raise EdgelmError(f"{path.name} holds {scales.dtype} {scales.shape}; the manifest's cache needs float32 "

@@ -56,3 +56,11 @@ def test_an_unreadable_scales_file_is_refused(tmp_path):
     path.write_bytes(b"not numpy")
     with pytest.raises(EdgelmError, match="cannot read the KV cache scales kv_scales.npy.*re-export"):
         load_scales(path, KV)
+
+
+def test_an_archive_in_place_of_the_scales_is_refused(tmp_path):
+    path = tmp_path / "kv_scales.npy"
+    with open(path, "wb") as f:
+        np.savez(f, scales=np.ones((2, 2, 1, 16), np.float32))
+    with pytest.raises(EdgelmError, match="is not one numpy array"):
+        load_scales(path, KV)
