@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -32,11 +33,13 @@ def default_threads() -> int:
 
 
 def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None,
-                 spinning: bool = True) -> ort.InferenceSession:
+                 spinning: bool = True, made_with: str | None = None) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
 
     `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session
     used now and then, beside the decode session, must not take the cores the steps run on).
+    `made_with`: the onnxruntime version that exported the graph (manifest `versions`), named in the
+    error when this process has an older one: its graphs use operator attributes of recent releases.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
@@ -59,7 +62,20 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     try:
         return ort.InferenceSession(str(graph_path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; re-export the model") from exc
+        raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; {_load_fix(made_with)}") from exc
+
+
+def _load_fix(made_with: str | None) -> str:
+    """What to do about a graph onnxruntime refused: upgrade it if it is older than the exporter's, else re-export."""
+    if made_with and _release(ort.__version__) < _release(made_with):
+        return (f"the folder was exported with onnxruntime {made_with} and this process has {ort.__version__}, "
+                f"which may lack operators or attributes its graph uses: pip install -U 'onnxruntime>={made_with}'")
+    return "re-export the model"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 32, 0) of '1.32.0' or '1.32.0.dev20260101'; () when it does not start with a number."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
@@ -78,7 +94,8 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     the graph's cache type where it is not kv.dtype.
     """
     graph_path = existing_graph(folder, manifest, field)
-    session = make_session(graph_path, device, threads, spinning=spinning)
+    session = make_session(graph_path, device, threads, spinning=spinning,
+                           made_with=(manifest.versions or {}).get("onnxruntime"))
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
                 kv_dtype=kv_dtype)
     return session

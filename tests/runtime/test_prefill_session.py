@@ -111,6 +111,28 @@ def test_a_damaged_prefill_graph_is_named_on_the_first_long_prompt(folder, tmp_p
         model.generate(TEXT, max_new_tokens=2, temperature=0.0)
 
 
+def test_a_graph_older_onnxruntime_refuses_says_to_upgrade_it(folder, tmp_path, monkeypatch):
+    """A graph that fails to load, exported with a newer onnxruntime than this process has: upgrade, not re-export."""
+    import json
+    import shutil
+
+    from edgelm import session
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "model.onnx").write_bytes(b"a graph with an attribute this release does not know")
+    manifest = json.loads((copy / "edgelm.json").read_text())
+    manifest["versions"]["onnxruntime"] = "1.32.0"
+    (copy / "edgelm.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(session.ort, "__version__", "1.24.4")
+    with pytest.raises(EdgelmError, match=r"exported with onnxruntime 1\.32\.0 and this process has 1\.24\.4.*"
+                                          r"pip install -U 'onnxruntime>=1\.32\.0'"):
+        edgelm.load(copy, verify=False)
+    monkeypatch.setattr(session.ort, "__version__", "1.32.0.dev20260101")  # not older: the folder is at fault
+    with pytest.raises(EdgelmError, match="could not load .*model.onnx.*re-export the model"):
+        edgelm.load(copy, verify=False)
+
+
 def test_a_missing_prefill_graph_is_named(folder, tmp_path):
     import shutil
 
