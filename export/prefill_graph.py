@@ -73,7 +73,7 @@ def add_prefill_graph(folder: Path, manifest: Manifest, measure: bool = True, sc
 
     With `measure`, the candidates (int8 only given a `scorer`, int4_choice.Scorer, to check its
     quality with; fp32) are timed on one PREFILL_CHUNK-token chunk beside the decode graph
-    (interleaved, medians of TIMED_RUNS); the fastest that passes is kept at MIN_SPEEDUP or more.
+    (interleaved, the fastest of TIMED_RUNS each); the fastest that passes is kept at MIN_SPEEDUP or more.
     Without, the fp32 graph is kept. None when no candidate has anything to change.
     """
     candidates: dict[str, str] = {}
@@ -158,7 +158,9 @@ def _without_logits(folder: Path, manifest: Manifest) -> None:
 
 
 def _chunk_seconds(folder: Path, manifest: Manifest, names: list[str]) -> dict[str, float]:
-    """Median seconds of one prompt chunk on the decode graph and on each graph of `names`, by file name."""
+    """Seconds of one prompt chunk on the decode graph and on each graph of `names`, by file name: the fastest
+    of TIMED_RUNS interleaved runs, the one least disturbed by other work on the machine (with a median, a
+    busy moment over three of the five runs of one graph decided whether its graph was kept)."""
     graphs = [manifest.graph_file, *names]
     runners = [GraphRunner(folder, replace(manifest, graph_file=name, prefill_graph_file=None), prefill_graph=False)
                for name in graphs]
@@ -172,7 +174,7 @@ def _chunk_seconds(folder: Path, manifest: Manifest, names: list[str]) -> dict[s
             if run:
                 seconds.append(time.perf_counter() - started)
     del runners  # the sessions let go of the files
-    return {name: float(np.median(t)) for name, t in zip(graphs, times)}
+    return {name: min(t) for name, t in zip(graphs, times)}
 
 
 def write_prefill_graph(graph_path: Path, vocab_size: int, name: str = PREFILL_FILE) -> str | None:

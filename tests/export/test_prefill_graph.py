@@ -100,3 +100,27 @@ def test_only_4_bit_blocks_below_the_lm_head_change_level(tmp_path):
     before = (tmp_path / "prefill.onnx").read_bytes()
     assert write_prefill_graph(tmp_path / "prefill.onnx", vocab) is None
     assert (tmp_path / "prefill.onnx").read_bytes() == before
+
+
+def test_chunk_times_are_the_runs_least_disturbed(prefill_folder, monkeypatch):
+    """Three of a graph's five timed runs slowed by other work must not decide whether its graph is kept."""
+    from edgelm.export import prefill_graph
+
+    clock = [0.0]
+    cost = {"model.onnx": 0.02, "candidate.onnx": 0.01}  # the candidate runs a chunk twice as fast
+    disturbed = iter([False, True, True, True, False, False])  # the candidate's warm-up, then its 5 timed runs
+
+    class FakeRunner:
+        def __init__(self, folder, manifest, prefill_graph=True):
+            self.graph = manifest.graph_file
+
+        def new_cache(self):
+            return None
+
+        def forward(self, ids, cache):
+            clock[0] += cost[self.graph] + (0.05 if self.graph == "candidate.onnx" and next(disturbed) else 0.0)
+
+    monkeypatch.setattr(prefill_graph, "GraphRunner", FakeRunner)
+    monkeypatch.setattr(prefill_graph.time, "perf_counter", lambda: clock[0])
+    seconds = prefill_graph._chunk_seconds(prefill_folder, Manifest.load(prefill_folder), ["candidate.onnx"])
+    assert seconds == pytest.approx({"model.onnx": 0.02, "candidate.onnx": 0.01})
