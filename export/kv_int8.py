@@ -28,7 +28,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgelm.kv_cache import resident, window_capacity
 from edgelm.manifest import Manifest
 from edgelm.session import GraphRunner
 
@@ -81,8 +80,7 @@ def _cache_ranges(folder: Path, manifest: Manifest, tokens: int) -> tuple[np.nda
     for start in range(0, ids.shape[1], chunk):
         runner.forward(ids[:, start : start + chunk], cache, logits=False)
         for index, (value, window) in enumerate(zip(cache.values, cache.windows)):
-            rows = resident(cache.length, window_capacity(window), window) if window else cache.length
-            part = np.abs(value.numpy()[0, :, :rows])  # (kv_heads, rows, head_dim)
+            part = np.abs(value.numpy()[0, :, : cache.resident_rows(window)])  # (kv_heads, rows, head_dim)
             np.maximum(amax[index // 2, index % 2], part.max(axis=1), out=amax[index // 2, index % 2])
     return amax, int(ids.shape[1])
 

@@ -153,6 +153,10 @@ class SharedBufferCache:
         self.length = length
         del self.tokens[length:]
 
+    def resident_rows(self, window: int) -> int:
+        """How many rows, from row 0, of a buffer with sliding window `window` (0: full length) hold positions."""
+        return resident(self.length, window_capacity(window), window) if window else self.length
+
     @property
     def nbytes(self) -> int:
         batch, heads, head_dim = self.shape

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgelmError
-from .kv_cache import SharedBufferCache, resident, window_capacity
+from .kv_cache import SharedBufferCache
 from .manifest import KVCacheSpec
 
 FIX = "re-export the model"
@@ -54,9 +54,7 @@ def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def _rows(cache: SharedBufferCache, window: int, start: int) -> slice:
     """The buffer rows holding positions from `start` on: a windowed buffer's whole resident part (the op
     may have moved its rows), a full-length buffer's rows [start, length)."""
-    if window:
-        return slice(0, resident(cache.length, window_capacity(window), window))
-    return slice(start, cache.length)
+    return slice(0 if window else start, cache.resident_rows(window))
 
 
 def float_copy(cache: SharedBufferCache, scales: list[np.ndarray], dtype: str = "float32") -> SharedBufferCache:

@@ -145,7 +145,7 @@ class GraphRunner:
 
     @property
     def stages_prompts(self) -> bool:
-        """Whether prompts run on a float copy of the (int8) cache: only a SharedBufferCache can be copied."""
+        """Whether prompt runs on the prefill graph go through a float copy of the (int8) cache (kv_quant.py)."""
         return self._kv_scales is not None
 
     @property

@@ -92,7 +92,7 @@ class SlotCache:
         (a windowed tensor has window_capacity(window) rows in both, evicted by the same rule)."""
         self.reserve(self.size, cache.length)
         for buf, value, window in zip(self.buffers, cache.values, self.windows):
-            rows = window_capacity(window) if window else cache.length
+            rows = cache.resident_rows(window)
             buf[row, :, :rows] = value.numpy()[0, :, :rows]
         self.lengths[row] = cache.length
 

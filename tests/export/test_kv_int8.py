@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from edgelm.errors import EdgelmError
-from edgelm.kv_cache import resident, window_capacity
 from edgelm.kv_quant import float_copy, load_scales, quantize
 from edgelm.quality import kl_divergence
 
@@ -25,10 +24,6 @@ def pair(request, tmp_path_factory):
     return int8, export_fp32(torch_model, tmp_path_factory.mktemp("float32"))
 
 
-def _rows(cache, window):
-    return resident(cache.length, window_capacity(window), window) if window else cache.length
-
-
 def _prompted(pair, ids, chunk=None):
     """(int8 cache, float32 cache) after `ids` (1, seq) ran on each model of the pair."""
     caches = []
@@ -42,7 +37,7 @@ def _assert_quantized(model, cache, float_cache, tensors=None):
     """The int8 cache's codes are the float cache's values quantized (in every tensor, or those given)."""
     scales = load_scales(model.folder / "kv_scales.npy", model.manifest.kv)
     for i in tensors or range(len(cache.values)):
-        rows = _rows(cache, cache.windows[i])
+        rows = cache.resident_rows(cache.windows[i])
         assert cache.values[i].numpy().dtype == np.int8
         np.testing.assert_array_equal(cache.values[i].numpy()[:, :, :rows],
                                       quantize(float_cache.values[i].numpy()[:, :, :rows], scales[i]))
@@ -116,7 +111,7 @@ def test_a_long_continuation_runs_on_a_float_copy_of_the_int8_cache(pair):
     assert cache.length == first.shape[1] + 1 + second.shape[1]
     assert cache.tokens == first[0].tolist() + [5] + second[0].tolist()
     for old, value, expected, window, scale in zip(kept, cache.values, staged.values, cache.windows, scales):
-        rows = _rows(cache, window)
+        rows = cache.resident_rows(window)
         np.testing.assert_array_equal(value.numpy()[:, :, :rows], quantize(expected.numpy()[:, :, :rows], scale))
         if not window:
             np.testing.assert_array_equal(value.numpy()[:, :, : first.shape[1]], old)
