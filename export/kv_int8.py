@@ -6,7 +6,7 @@ and channel (k/v_quant_type PER_CHANNEL, no zero point), quantizes each new posi
 depth 2,048 a step then reads ~24 MB of cache instead of ~94 MB: 67.7 -> 83.5 tok/s in the harness
 (the same int4 folder with and without), at a mean KLD of 0.0674 against the fp32 model over
 positions 1,024-2,048 of the evaluation text, against 0.0647 with the float32 cache (per-tensor
-scales: 0.070). Gemma 3, its layers mostly windowed to 512 positions, gains nothing measurable.
+scales: 0.070). Gemma 3 270M in the harness: 72.8 -> 93.3 tok/s at depth 2,048, 94.6 -> 109.5 at 0.
 
 The scales are measured, not guessed: the exported decode graph (float32 cache) runs the calibration
 text, and each channel's scale is its largest |K| or |V| (K after rotary, as the cache holds it) over
