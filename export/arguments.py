@@ -39,8 +39,9 @@ def check_export_args(args: dict) -> None:
         raise EdgelmError(f"int8_method={args['int8_method']!r} is invalid: use one of {', '.join(INT8_METHODS)}")
     if "int4_method" in args and args["int4_method"] not in INT4_METHODS:
         raise EdgelmError(f"int4_method={args['int4_method']!r} is invalid: use one of {', '.join(INT4_METHODS)}")
-    if "kv_dtype" in args and args["kv_dtype"] not in KV_DTYPES:
-        raise EdgelmError(f"kv_dtype={args['kv_dtype']!r} is invalid: use one of {', '.join(KV_DTYPES)}")
+    if "kv_dtype" in args and args["kv_dtype"] is not None and args["kv_dtype"] not in KV_DTYPES:
+        raise EdgelmError(f"kv_dtype={args['kv_dtype']!r} is invalid: use None (int8 where it keeps the model) "
+                          f"or one of {', '.join(KV_DTYPES)}")
     if "graph" in args and args["graph"] not in GRAPHS:
         raise EdgelmError(f"graph={args['graph']!r} is invalid: use one of {', '.join(GRAPHS)}")
     for name in ("share_tied_table", "prefill_graph"):

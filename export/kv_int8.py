@@ -1,4 +1,8 @@
-"""An int8 key/value cache for the fused graph (`kv_dtype="int8"`): a quarter of a float32 cache's bytes.
+"""An int8 key/value cache for the fused graph: a quarter of a float32 cache's bytes.
+
+int4 exports get it by default where it keeps the model (`kv_dtype=None`: kept if its KLD against
+fp32 at long context rises by at most KV_INT8_TOLERANCE, see long_context_scores); `kv_dtype="int8"`
+asks for it without that check.
 
 onnxruntime's CPU GroupQueryAttention (1.32) takes an int8 cache with fixed scales, one per kv head
 and channel (k/v_quant_type PER_CHANNEL, no zero point), quantizes each new position itself
@@ -15,13 +19,18 @@ them too) and into the graph as initializers.
 
 The op's int8 path for a multi-token run dequantizes every cached row once per query row: ~3x slower
 prompts (SmolLM2 TTFT at 2,048 tokens 3.4 -> 10 s). So the prefill graph keeps a float32 cache
-(manifest kv.prefill_dtype; a copy of the decode graph's nodes when the export had none), and the
-runtime runs prompts on a float32 copy of the cache (runtime/kv_quant.py).
+(manifest kv.prefill_dtype; the float32-cache twin of the decode graph when the export had none), and
+the runtime runs prompts on a float32 copy of the cache (runtime/kv_quant.py). That twin
+(kv.float_graph_file, ~0.1 MB: it shares the decode graph's weight file) is also what a device other
+than the CPU runs: edgelm runs the int8 cache on the CPU only, where it was measured and tested.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,39 +40,103 @@ from onnx import TensorProto, helper, numpy_helper
 from edgelm.manifest import Manifest
 from edgelm.session import GraphRunner
 
-from .calibration import calibration_text
+from .calibration import calibration_text, scoring_text
 
 logger = logging.getLogger(__name__)
 
 SCALES_FILE = "kv_scales.npy"
-PREFILL_FILE = "prefill.onnx"
+FLOAT_GRAPH_FILE = "model-float-kv.onnx"  # the decode graph with its float32 cache, beside the int8 one
+KV_INT8_TOLERANCE = 0.005  # nats of mean KLD against fp32 the int8 cache may add (the export's other choices' bound)
+GATE_PROMPT, GATE_POSITIONS, GATE_STEP = 1024, 512, 16  # long_context_scores: prompt, positions scored, run length
+GATE_CHARS = 20000  # held-out scoring text: enough for the prompt and the positions on any tokenizer here
 CALIBRATION_TOKENS = 2048  # positions of calibration text whose K and V set the scales
 CHUNK = 256  # positions a run; at most the smallest window, so a windowed layer's every position is seen
 MS = "com.microsoft"
 KEY_SCALE_INPUT, VALUE_SCALE_INPUT = 12, 13  # GroupQueryAttention's k_scale and v_scale inputs
 
 
-def quantize_kv_cache(folder: Path, manifest: Manifest, tokens: int = CALIBRATION_TOKENS) -> dict:
+def quantize_kv_cache(folder: Path, manifest: Manifest, tokens: int = CALIBRATION_TOKENS,
+                      reference: Path | None = None, tolerance: float | None = None) -> dict:
     """Rewrites the folder's decode graph to an int8 cache with calibrated scales; returns what it did.
 
-    Keeps a prefill graph with the float32 cache (writing one where there was none) and updates
-    `manifest` (kv.dtype, kv.scales_file, kv.prefill_dtype; prefill_graph_file).
+    The decode graph as it was stays beside it as the float32-cache twin (kv.float_graph_file, the
+    same weights: devices without int8 attention run it) and is the prefill graph where the folder
+    had none. Updates `manifest` (kv.dtype, kv.scales_file, kv.prefill_dtype, kv.float_graph_file;
+    prefill_graph_file). Given the fp32 graph as `reference`, the int8 cache is kept only if its mean
+    KLD against it at long context rises by at most `tolerance` (None: KV_INT8_TOLERANCE) over the
+    float32 cache's (long_context_scores); otherwise the folder and `manifest` are left with the
+    float32 cache.
     """
+    tolerance = KV_INT8_TOLERANCE if tolerance is None else tolerance
     amax, seen = _cache_ranges(folder, manifest, tokens)
     scales = (np.maximum(amax, np.float32(1e-6)) / np.float32(127.0)).astype(np.float32)
     graph = folder / manifest.graph_file
+    float_manifest = copy.deepcopy(manifest)
     model = onnx.load(str(graph), load_external_data=False)
-    wrote_prefill = manifest.prefill_graph_file is None
-    if wrote_prefill:  # prompts attend on a float32 cache: the decode graph's nodes as they are now
-        onnx.save(model, str(folder / PREFILL_FILE))  # its tensors stay in the decode graph's data file
-        manifest.prefill_graph_file, manifest.prefill_logits = PREFILL_FILE, True
+    onnx.save(model, str(folder / FLOAT_GRAPH_FILE))  # its tensors stay in the decode graph's data file
     rewritten = _int8_cache_graph(model, scales)
     onnx.save(model, str(graph))
     np.save(folder / SCALES_FILE, scales)
-    manifest.kv.dtype, manifest.kv.prefill_dtype, manifest.kv.scales_file = "int8", "float32", SCALES_FILE
+    wrote_prefill = manifest.prefill_graph_file is None
+    if wrote_prefill:  # prompts attend on a float32 cache: the twin, logits and all
+        manifest.prefill_graph_file, manifest.prefill_logits = FLOAT_GRAPH_FILE, True
+    kv = manifest.kv
+    kv.dtype, kv.prefill_dtype, kv.scales_file, kv.float_graph_file = "int8", "float32", SCALES_FILE, FLOAT_GRAPH_FILE
+    record = {"dtype": "int8", "scales": "per kv head and channel, symmetric: max |x| / 127 on calibration text",
+              "calibration_tokens": seen, "prefill_graph_written": wrote_prefill, "prefill_dtype": "float32"}
+    if reference is not None:
+        twin = replace(float_manifest, graph_file=FLOAT_GRAPH_FILE)  # the decode graph's file now holds the int8 one
+        scores = long_context_scores(folder, reference, twin, manifest)
+        kept = scores["kld"]["int8"] <= scores["kld"]["float32"] + tolerance
+        record["choice"] = {**scores, "kept": "int8" if kept else "float32", "tolerance": tolerance,
+                            "criterion": "int8 if its mean KLD against the fp32 graph at long context is at most "
+                                         "the tolerance above the float32 cache's"}
+        if not kept:
+            os.replace(folder / FLOAT_GRAPH_FILE, graph)
+            (folder / SCALES_FILE).unlink()
+            manifest.kv, manifest.prefill_graph_file = float_manifest.kv, float_manifest.prefill_graph_file
+            manifest.prefill_logits = float_manifest.prefill_logits
+            logger.info("int8 KV cache not kept: long-context KLD %.4f against %.4f with float32",
+                        scores["kld"]["int8"], scores["kld"]["float32"])
+            return {"dtype": "float32", "choice": record["choice"]}
     logger.info("int8 KV cache: %d attention nodes, scales from %d positions", rewritten, seen)
-    return {"dtype": "int8", "scales": "per kv head and channel, symmetric: max |x| / 127 on calibration text",
-            "calibration_tokens": seen, "prefill_graph_written": wrote_prefill, "prefill_dtype": "float32"}
+    return record
+
+
+def long_context_scores(folder: Path, reference: Path, float_manifest: Manifest, int8_manifest: Manifest,
+                        prompt: int = GATE_PROMPT, positions: int = GATE_POSITIONS) -> dict:
+    """Mean KLD against the fp32 graph `reference` of the folder with its float32 and its int8 cache, at long context.
+
+    A prompt of `prompt` tokens of held-out text (attended in float32, as the runtime does), then
+    `positions` tokens teacher-forced in runs of GATE_STEP on the decode graph: in a run each query
+    reads the cache as a step would (the op quantizes the run's own keys and values before it
+    attends), so this is what generation sees, where a single pass over the text would attend in
+    float32 throughout.
+    """
+    from edgelm.quality import kl_divergence, top1_agreement
+    from tokenizers import Tokenizer
+
+    text = Tokenizer.from_file(str(folder / float_manifest.tokens.tokenizer_file)).encode(scoring_text(GATE_CHARS))
+    total = min(prompt + positions, float_manifest.context_length, len(text.ids))
+    prompt = min(prompt, total // 2)
+    ids = np.array([text.ids[:total]], dtype=np.int64)
+    fp32 = replace(float_manifest, graph_file=reference.name, prefill_graph_file=None)
+    runners = {"fp32": GraphRunner(reference.parent, fp32, prefill_graph=False),
+               "float32": GraphRunner(folder, float_manifest), "int8": GraphRunner(folder, int8_manifest)}
+    caches = {name: runner.new_cache() for name, runner in runners.items()}
+    for name, runner in runners.items():
+        runner.prefill(ids[:, :prompt], caches[name])
+    sums = {"float32": 0.0, "int8": 0.0, "top1": 0.0}
+    for start in range(prompt, total, GATE_STEP):
+        run = ids[:, start : start + GATE_STEP]
+        logits = {name: runner.forward(run, caches[name], all_logits=True) for name, runner in runners.items()}
+        for name in ("float32", "int8"):
+            sums[name] += kl_divergence(logits["fp32"], logits[name]) * run.shape[1]
+        sums["top1"] += top1_agreement(logits["float32"], logits["int8"]) * run.shape[1]
+    del runners, caches  # release the sessions before any file moves
+    count = total - prompt
+    return {"kld": {name: round(sums[name] / count, 6) for name in ("float32", "int8")},
+            "top1_int8_vs_float32": round(sums["top1"] / count, 4), "prompt_tokens": prompt, "positions": count}
 
 
 def _cache_ranges(folder: Path, manifest: Manifest, tokens: int) -> tuple[np.ndarray, int]:

@@ -23,13 +23,14 @@ PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 GRAPHS = ("auto", "fused", "optimum")
 
 
-def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto", kv_dtype: str = "float32") -> tuple[Path, str]:
+def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto",
+                      kv_dtype: str | None = "float32") -> tuple[Path, str]:
     """Writes the fp32 graph with the KV cache as inputs/outputs; returns its path and which builder made it.
 
     "auto" takes edgelm's fused graph where the architecture allows (fast decoding) and
     optimum's exporter everywhere else; "fused" and "optimum" force one. `kv_dtype` "float16"
     (a half-precision cache) and "int8" need the fused graph; an int8 cache is made later, from a
-    float32 one (kv_int8.py).
+    float32 one (kv_int8.py). None (int8 where it keeps the model) builds float32 on either graph.
     """
     from .fused_graph import build_fused_graph, builder_name, read_config, unsupported_reason
 
@@ -41,11 +42,11 @@ def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto", kv_dt
         reason = "the fused builder reads safetensors weights and the folder has none"
     if graph == "fused" and reason:
         raise EdgelmError(f"the fused graph cannot be built: {reason}; use --graph optimum")
-    if kv_dtype != "float32" and (graph == "optimum" or reason):
+    if kv_dtype not in (None, "float32") and (graph == "optimum" or reason):
         raise EdgelmError(f"kv_dtype={kv_dtype!r} needs edgelm's fused graph, and this export uses optimum's "
                           f"({reason or 'graph=optimum'}); use kv_dtype='float32'")
     if graph != "optimum" and reason is None:
-        built_kv = "float32" if kv_dtype == "int8" else kv_dtype
+        built_kv = "float32" if kv_dtype in (None, "int8") else kv_dtype
         path = build_fused_graph(hf_folder, out_dir / "fused" / "model.onnx", config, built_kv)
         return path, builder_name(config)
     return export_optimum_graph(hf_folder, out_dir), "optimum"

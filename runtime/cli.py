@@ -132,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "0.005 of the decode graph's) or fp32 (default: the faster, if a timed 256-token chunk runs "
                              "at least 1.3x faster on it; it costs a second copy of the weights in memory; "
                              "--prefill-graph: the fp32 one, untimed)")
-    export.add_argument("--kv-dtype", choices=["float32", "float16", "int8"], default="float32",
+    export.add_argument("--kv-dtype", choices=["auto", "float32", "float16", "int8"], default="auto",
                         help="the KV cache's type; float16 halves its bytes, int8 quarters them (calibrated "
-                             "scales; faster decoding at depth; fused graph only)")
+                             "scales; faster decoding at depth; fused graph only). auto (default): int8 for int4 "
+                             "if its KLD against fp32 at long context rises by at most 0.005 (and prompts have a "
+                             "prefill graph), else float32")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -248,7 +250,7 @@ def run_export(args) -> int:
         args.source, args.output, precision=args.precision, block_size=args.block_size,
         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits,
         lm_head_block_size=args.lm_head_block_size, graph=args.graph,
-        kv_dtype=args.kv_dtype,
+        kv_dtype=None if args.kv_dtype == "auto" else args.kv_dtype,
         symmetric={"auto": None, "symmetric": True, "asymmetric": False}[args.int4_blocks], int8_method=args.int8_method,
         int4_method=args.int4_method, share_tied_table=args.share_tied_table,
         prefill_graph=args.prefill_graph,

@@ -18,8 +18,9 @@ FORMAT_VERSION = 1
 # Raised when an exporter fix changes what a folder exported from the same source holds, so that
 # pipeline()'s cached exports of an older revision are made again. 1: before 2026-12-01 evening;
 # 2: GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py); 3: a prefill graph without logits
-# (export/graph_prune.py: its session no longer packs the LM head a second time).
-EXPORT_REVISION = 3
+# (export/graph_prune.py: its session no longer packs the LM head a second time); 4: int4 folders with an
+# int8 KV cache where it keeps the model (export/kv_int8.py).
+EXPORT_REVISION = 4
 MANIFEST_NAME = "edgelm.json"
 PRECISIONS = ("fp32", "int8", "int4", "gguf")  # gguf: the GGUF source's own quantized blocks, carried over exactly
 
@@ -45,6 +46,9 @@ class KVCacheSpec:
     # a .npy file, and the prefill graph's cache type when that graph attends in float32 (runtime/kv_quant.py)
     scales_file: str | None = None
     prefill_dtype: str | None = None
+    # an int8 cache's twin: the decode graph with a float32 cache on the same weights, which devices other than
+    # the CPU run (GraphRunner float_cache)
+    float_graph_file: str | None = None
 
     def past_names(self) -> list[str]:
         return [n.format(layer=i) for i in range(self.num_layers) for n in (self.past_key, self.past_value)]
@@ -112,6 +116,8 @@ class Manifest:
         self.path(folder, self.tokens.tokenizer_file, "tokens.tokenizer_file")
         if self.kv.scales_file is not None:
             self.path(folder, self.kv.scales_file, "kv.scales_file")
+        if self.kv.float_graph_file is not None:
+            self.path(folder, self.kv.float_graph_file, "kv.float_graph_file")
         if self.tokens.chat_template_file is not None:
             self.path(folder, self.tokens.chat_template_file, "tokens.chat_template_file")
 

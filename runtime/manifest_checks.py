@@ -137,6 +137,7 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
         raise _bad("kv.windows", f"must have one entry per layer ({data['kv']['num_layers']}), got {len(windows)}")
     kv.str("scales_file", required=False, optional=True)
     kv.str("prefill_dtype", required=False, optional=True, choices=KV_DTYPES)
+    kv.str("float_graph_file", required=False, optional=True)
     _check_int8_cache(data)
     kv.no_unknown()
 
@@ -152,15 +153,16 @@ def check_manifest_data(data, precisions: tuple[str, ...], format_version: int) 
 
 
 def _check_int8_cache(data: dict) -> None:
-    """An int8 cache needs its scales file and a shared buffer (runtime/kv_quant.py); only it has either field."""
+    """An int8 cache needs its scales file and a shared buffer (runtime/kv_quant.py); only it has those fields."""
     kv = data["kv"]
     if kv.get("dtype") == "int8":
         if kv.get("scales_file") is None:
             raise _bad("kv.scales_file", "is missing: an int8 cache (kv.dtype 'int8') needs the file of its scales")
         if not kv.get("shared_buffer"):
             raise _bad("kv.shared_buffer", "must be true for an int8 cache (kv.dtype 'int8')")
-    elif kv.get("scales_file") is not None or kv.get("prefill_dtype") is not None:
-        raise _bad("kv.scales_file", f"and kv.prefill_dtype belong to an int8 cache, but kv.dtype is {kv.get('dtype')!r}")
+    elif any(kv.get(key) is not None for key in ("scales_file", "prefill_dtype", "float_graph_file")):
+        raise _bad("kv.scales_file", f"kv.prefill_dtype and kv.float_graph_file belong to an int8 cache, but kv.dtype "
+                   f"is {kv.get('dtype')!r}")
 
 
 def inside_folder(folder: Path, relative, field: str) -> Path:

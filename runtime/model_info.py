@@ -43,7 +43,7 @@ def describe(folder: str | Path, manifest: Manifest | None = None) -> str:
     return "\n".join(lines)
 
 
-DECISIONS = ("choice", "tied_table_choice", "prefill_graph")  # the export's measured choices, each on a line of its own
+DECISIONS = ("choice", "tied_table_choice", "prefill_graph", "kv_cache")  # the export's measured choices, each on a line of its own
 
 
 def _quantization(settings: dict) -> str:
@@ -54,10 +54,11 @@ def _quantization(settings: dict) -> str:
 
 
 def _decisions(settings: dict) -> list[str]:
-    """The int4 candidates' and the tied table's scores, in words (the manifest's `choice` records)."""
+    """The int4 candidates', the tied table's and the KV cache's scores, in words (the manifest's `choice` records)."""
     lines = []
-    for key, what in (("choice", "int4 candidates"), ("tied_table_choice", "tied table")):
-        choice = settings.get(key)
+    kv_cache = settings.get("kv_cache")
+    for what, choice in (("int4 candidates", settings.get("choice")), ("tied table", settings.get("tied_table_choice")),
+                         ("KV cache at long context", kv_cache.get("choice") if isinstance(kv_cache, dict) else None)):
         if not isinstance(choice, dict) or not isinstance(choice.get("kld"), dict):
             continue
         kept = choice.get("kept")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,18 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     return session
 
 
+def float_cache_view(manifest: Manifest, device: str) -> Manifest:
+    """An int8-cache folder's manifest as its float32-cache twin: kv.float_graph_file as the decode graph."""
+    if manifest.kv.float_graph_file is None:
+        raise EdgelmError(
+            f"this folder's KV cache is int8, which onnxruntime's attention reads on the CPU only, and the folder has "
+            f"no float32-cache graph (kv.float_graph_file) for device {device!r}: re-export it with "
+            "--kv-dtype float32 (export_model(..., kv_dtype='float32'))"
+        )
+    kv = replace(manifest.kv, dtype="float32", scales_file=None, prefill_dtype=None, float_graph_file=None)
+    return replace(manifest, graph_file=manifest.kv.float_graph_file, kv=kv)
+
+
 class GraphRunner:
     """Runs the exported decoder graph, feeding `present.*` back as `past_key_values.*`.
 
@@ -110,11 +123,15 @@ class GraphRunner:
     process that only ever sends short prompts never holds its weights (~110 MB on SmolLM2 int4).
     `prefill_graph` False leaves it out (every run on the decode graph: slower prompts). Where the
     prefill graph's cache is float32 beside an int8 one (kv.prefill_dtype), its runs go through a float32
-    copy of the cache (kv_quant.py).
+    copy of the cache (kv_quant.py). An int8-cache folder runs its float32-cache twin
+    (kv.float_graph_file) with `float_cache`, which defaults to True off the CPU: the int8 cache is
+    measured and tested on onnxruntime's CPU attention only.
     """
 
     def __init__(self, folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
-                 prefill_graph: bool = True):
+                 prefill_graph: bool = True, float_cache: bool | None = None):
+        if manifest.kv.dtype == "int8" and (float_cache or (float_cache is None and device != "cpu")):
+            manifest = float_cache_view(manifest, device)
         self.manifest = manifest
         self.device = device
         self.session = open_graph(folder, manifest, "graph_file", device, threads)

@@ -84,16 +84,17 @@ def hf_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, hf_folder):
-    """exported(arch, precision, graph) -> an edgelm model folder made by the real export code."""
+    """exported(arch, precision, graph, kv_dtype) -> an edgelm model folder made by the real export code."""
     from edgelm.export import export_model
 
-    made: dict[tuple[str, str, str], Path] = {}
+    made: dict[tuple[str, str, str, str | None], Path] = {}
 
-    def make(architecture: str, precision: str = "fp32", graph: str = "auto") -> Path:
-        key = (architecture, precision, graph)
+    def make(architecture: str, precision: str = "fp32", graph: str = "auto", kv_dtype: str | None = None) -> Path:
+        key = (architecture, precision, graph, kv_dtype)
         if key not in made:
-            out = tmp_path_factory.mktemp(f"onnx-{architecture}-{precision}-{graph}") / "model"
-            export_model(str(hf_folder(architecture)), out, precision=precision, graph=graph, quiet=True)
+            out = tmp_path_factory.mktemp(f"onnx-{architecture}-{precision}-{graph}-{kv_dtype}") / "model"
+            export_model(str(hf_folder(architecture)), out, precision=precision, graph=graph, kv_dtype=kv_dtype,
+                         quiet=True)
             made[key] = out
         return made[key]
 
@@ -102,10 +103,11 @@ def exported(tmp_path_factory, hf_folder):
 
 @pytest.fixture(scope="session")
 def prefill_folder(hf_folder, tmp_path_factory):
-    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides)."""
+    """A tiny llama int4 export told to keep its prefill graph (by default a timed chunk decides), with a float32
+    cache: an int8 one beside a prefill graph has tests of its own (test_kv_int8.py, the engine's)."""
     from edgelm.export import export_model
 
     out = tmp_path_factory.mktemp("prefill") / "model"
     export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
-                 check=False, quiet=True)
+                 kv_dtype="float32", check=False, quiet=True)
     return out

@@ -4,12 +4,17 @@ Prompts attend in float32 on the prefill graph, so a prompt's int8 cache is exac
 cache quantized; steps attend on the int8 cache, so their logits are close to, not equal to, float32's.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+import edgelm
 from edgelm.errors import EdgelmError
 from edgelm.kv_quant import float_copy, load_scales, quantize
+from edgelm.model_info import describe
 from edgelm.quality import kl_divergence
+from edgelm.session import GraphRunner, float_cache_view
 
 from .fused_models import LONG_PROMPT, export_fp32, save, tiny_model
 
@@ -47,9 +52,36 @@ def test_the_manifest_names_the_int8_cache_its_scales_and_a_float_prefill_graph(
     model, _ = pair
     kv = model.manifest.kv
     assert (kv.dtype, kv.prefill_dtype, kv.scales_file) == ("int8", "float32", "kv_scales.npy")
-    assert model.manifest.prefill_graph_file == "prefill.onnx"
+    # an fp32 folder has no prefill graph: the float32-cache twin of the decode graph is written and serves as one
+    assert model.manifest.prefill_graph_file == kv.float_graph_file == "model-float-kv.onnx"
+    assert model.manifest.prefill_logits
     assert model.manifest.quantization["kv_cache"]["calibration_tokens"] > 0
-    assert (model.folder / "prefill.onnx").is_file() and "prefill.onnx" in model.manifest.files
+    assert "choice" not in model.manifest.quantization["kv_cache"]  # asked for: kept without the long-context check
+    assert (model.folder / kv.float_graph_file).is_file() and kv.float_graph_file in model.manifest.files
+
+
+def test_the_float_twin_runs_as_the_float32_cache_folder(pair):
+    """float_cache=True (the default off the CPU) runs kv.float_graph_file on a float32 cache: the float folder's
+    logits exactly, prompt and steps."""
+    model, reference = pair
+    runner = GraphRunner(model.folder, model.manifest, float_cache=True)
+    assert runner.kv_dtype == np.float32 and runner.manifest.graph_file == "model-float-kv.onnx"
+    ids = np.array([model.encode(LONG_PROMPT)])
+    cache, float_cache = runner.new_cache(), reference.runner.new_cache()
+    np.testing.assert_array_equal(runner.prefill(ids, cache), reference.runner.prefill(ids, float_cache))
+    for token in (5, 9, 2):
+        np.testing.assert_array_equal(runner.forward(np.array([[token]]), cache),
+                                      reference.runner.forward(np.array([[token]]), float_cache))
+
+
+def test_a_device_without_int8_attention_runs_the_twin_or_is_told_to_re_export(pair):
+    model, _ = pair
+    view = float_cache_view(model.manifest, "cuda")
+    assert (view.graph_file, view.kv.dtype, view.kv.scales_file) == ("model-float-kv.onnx", "float32", None)
+    assert model.manifest.kv.dtype == "int8"  # the folder's own manifest is left as it is
+    older = replace(model.manifest, kv=replace(model.manifest.kv, float_graph_file=None))  # a folder without a twin
+    with pytest.raises(EdgelmError, match="int8.*CPU only.*'cuda'.*--kv-dtype float32"):
+        float_cache_view(older, "cuda")
 
 
 def test_a_prompt_fills_the_int8_cache_with_the_float_caches_values_quantized(pair):
@@ -131,3 +163,48 @@ def test_an_int8_cache_needs_the_fused_graph(tmp_path):
         export_model(str(folder), tmp_path / "out", precision="fp32", graph="optimum", kv_dtype="int8", check=False,
                      quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def int4_source(tmp_path_factory):
+    return save(tiny_model("llama"), tmp_path_factory.mktemp("hf"))
+
+
+def _export_int4(source, out, **settings):
+    from edgelm.export import export_model
+
+    export_model(str(source), out, precision="int4", check=False, quiet=True, **settings)
+    return edgelm.load(out)
+
+
+def test_int4_gets_the_int8_cache_where_it_keeps_the_model(int4_source, tmp_path):
+    """kv_dtype None (the default): the long-context check runs and, on this model, keeps the int8 cache."""
+    model = _export_int4(int4_source, tmp_path / "int4")
+    record = model.manifest.quantization["kv_cache"]
+    choice = record["choice"]
+    assert choice["kept"] == "int8" and model.manifest.kv.dtype == "int8"
+    assert choice["kld"]["int8"] <= choice["kld"]["float32"] + choice["tolerance"]
+    assert choice["positions"] > 0 and 0 < choice["top1_int8_vs_float32"] <= 1
+    assert "KV cache at long context: mean KLD against fp32" in describe(model.folder)
+    assert len(model.encode(model.generate(LONG_PROMPT, max_new_tokens=8))) > 0
+
+
+def test_an_int8_cache_that_moves_the_model_too_far_is_not_kept(int4_source, tmp_path, monkeypatch):
+    """A tolerance nothing meets: the folder keeps its float32 cache, with no scales or twin left behind, and
+    says what was measured."""
+    from edgelm.export import kv_int8
+
+    monkeypatch.setattr(kv_int8, "KV_INT8_TOLERANCE", -1.0)
+    model = _export_int4(int4_source, tmp_path / "int4")
+    kv = model.manifest.kv
+    assert (kv.dtype, kv.scales_file, kv.prefill_dtype, kv.float_graph_file) == ("float32", None, None, None)
+    assert model.manifest.quantization["kv_cache"]["choice"]["kept"] == "float32"
+    assert not (model.folder / "kv_scales.npy").exists() and not (model.folder / "model-float-kv.onnx").exists()
+    assert sorted(model.manifest.files) == sorted(p.name for p in model.folder.iterdir() if p.name != "edgelm.json")
+    assert model.manifest.prefill_graph_file != "model-float-kv.onnx"
+    assert len(model.encode(model.generate(LONG_PROMPT, max_new_tokens=8))) > 0
+
+
+def test_float32_asked_for_gets_no_int8_cache(int4_source, tmp_path):
+    model = _export_int4(int4_source, tmp_path / "int4", kv_dtype="float32")
+    assert model.manifest.kv.dtype == "float32" and "kv_cache" not in model.manifest.quantization

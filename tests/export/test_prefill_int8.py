@@ -107,9 +107,10 @@ def test_the_int8_chain_computes_what_the_blocks_do(tmp_path, monkeypatch, group
 
 @pytest.fixture(scope="module")
 def int8_folder(exported, tmp_path_factory):
-    """A copy of the tiny llama int4 export whose prefill graph is the int8 one, whatever the timing said."""
+    """A copy of the tiny llama int4 export (float32 cache) whose prefill graph is the int8 one, whatever the timing
+    said."""
     folder = tmp_path_factory.mktemp("int8-prefill") / "model"
-    shutil.copytree(exported("llama", "int4"), folder)
+    shutil.copytree(exported("llama", "int4", kv_dtype="float32"), folder)
     manifest = Manifest.load(folder)
     for name in ("prefill.onnx", "prefill.onnx.data"):
         (folder / name).unlink(missing_ok=True)
