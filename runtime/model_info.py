@@ -85,7 +85,11 @@ def _prefill(m: Manifest) -> str:
     chunk = f"a {record.get('tokens', '?')}-token chunk against the decode graph: {timed or 'no candidate'}"
     if record.get("kept"):
         return f"{m.prefill_graph_file} ({record.get('compute')}), for {runs}; {chunk}"
-    return f"none ({chunk}; one is kept at {record.get('min_speedup', '?')}x or more within the quality bound)"
+    dropped = f"({chunk}; one is kept at {record.get('min_speedup', '?')}x or more within the quality bound)"
+    if m.prefill_graph_file and m.prefill_graph_file == m.kv.float_graph_file:
+        return (f"{m.prefill_graph_file}, the decode graph with a float32 cache, for {runs} beside the int8 cache; "
+                f"none of its own {dropped}")
+    return f"none {dropped}"
 
 
 def _int8_quality(candidate: dict) -> str:

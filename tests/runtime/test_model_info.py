@@ -26,7 +26,8 @@ def test_the_int4_choice_is_a_line_of_scores_not_a_dict(exported):
     line = next(line for line in text.splitlines() if line.startswith("  prefill graph: "))
     for kind, candidate in record["candidates"].items():
         assert f"{kind} {candidate['speedup']:.2f}x" in line
-    assert line.startswith("  prefill graph: none (") != record["kept"]
+    # dropped: none, or beside an int8 cache the decode graph's float32-cache twin and "none of its own"
+    assert (line.startswith("  prefill graph: none (") or "none of its own (" in line) != record["kept"]
 
 def test_a_prefill_graph_kept_untimed_names_its_runs(prefill_folder):
     text = describe(prefill_folder)
@@ -49,6 +50,13 @@ def test_a_timed_prefill_graph_gives_its_speed_and_quality(prefill_folder):
     assert ("prefill graph: none (a 256-token chunk against the decode graph: int8 1.21x (on 50% of the "
             "activations, scoring KLD 0.1010 against the decode graph's 0.0976); one is kept at 1.3x or more "
             "within the quality bound)") in text
+    int8_cache = replace(kept.kv, dtype="int8", scales_file="kv_scales.npy", prefill_dtype="float32",
+                         float_graph_file="model-float-kv.onnx")  # the int8 step made its twin the prefill graph
+    text = describe(prefill_folder, replace(kept, kv=int8_cache, prefill_graph_file="model-float-kv.onnx",
+                                            prefill_logits=True,
+                                            quantization=manifest.quantization | {"prefill_graph": dropped}))
+    assert ("prefill graph: model-float-kv.onnx, the decode graph with a float32 cache, for prompt runs of 32+ tokens "
+            "beside the int8 cache; none of its own (a 256-token chunk against the decode graph: int8 1.21x") in text
 
 
 def test_an_fp32_folder_says_none_and_no_prefill_line(exported):
