@@ -116,12 +116,12 @@ class Scorer:
         return {"kld": kl_divergence(self._reference, logits), "perplexity": perplexity(logits, self.ids)}
 
 
-def scoring_ids(folder: Path, manifest: Manifest) -> np.ndarray:
-    """(1, tokens) ids of the held-out scoring text, with the tokenizer in `folder`."""
+def scoring_ids(folder: Path, manifest: Manifest, tokens: int = SCORING_TOKENS) -> np.ndarray:
+    """(1, tokens) ids of the held-out scoring text, with the tokenizer in `folder` (at most the context length)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / manifest.tokens.tokenizer_file))
-    return np.array([tokenizer.encode(scoring_text()).ids[: min(SCORING_TOKENS, manifest.context_length)]])
+    return np.array([tokenizer.encode(scoring_text()).ids[: min(tokens, manifest.context_length)]])
 
 
 def graph_logits(graph_path: Path, manifest: Manifest, ids: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgelm.manifest import Manifest
 from edgelm.session import GraphRunner
 
-from .calibration import calibration_text, scoring_text
+from .calibration import calibration_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ SCALES_FILE = "kv_scales.npy"
 FLOAT_GRAPH_FILE = "model-float-kv.onnx"  # the decode graph with its float32 cache, beside the int8 one
 KV_INT8_TOLERANCE = 0.005  # nats of mean KLD against fp32 the int8 cache may add (the export's other choices' bound)
 GATE_PROMPT, GATE_POSITIONS, GATE_STEP = 1024, 512, 16  # long_context_scores: prompt, positions scored, run length
-GATE_CHARS = 20000  # held-out scoring text: enough for the prompt and the positions on any tokenizer here
 CALIBRATION_TOKENS = 2048  # positions of calibration text whose K and V set the scales
 CHUNK = 256  # positions a run; at most the smallest window, so a windowed layer's every position is seen
 MS = "com.microsoft"
@@ -114,12 +113,12 @@ def long_context_scores(folder: Path, reference: Path, float_manifest: Manifest,
     float32 throughout.
     """
     from edgelm.quality import kl_divergence, top1_agreement
-    from tokenizers import Tokenizer
 
-    text = Tokenizer.from_file(str(folder / float_manifest.tokens.tokenizer_file)).encode(scoring_text(GATE_CHARS))
-    total = min(prompt + positions, float_manifest.context_length, len(text.ids))
+    from .int4_choice import scoring_ids
+
+    ids = scoring_ids(folder, float_manifest, prompt + positions)
+    total = ids.shape[1]
     prompt = min(prompt, total // 2)
-    ids = np.array([text.ids[:total]], dtype=np.int64)
     fp32 = replace(float_manifest, graph_file=reference.name, prefill_graph_file=None)
     runners = {"fp32": GraphRunner(reference.parent, fp32, prefill_graph=False),
                "float32": GraphRunner(folder, float_manifest), "int8": GraphRunner(folder, int8_manifest)}

@@ -106,8 +106,8 @@ def float_cache_view(manifest: Manifest, device: str) -> Manifest:
     """An int8-cache folder's manifest as its float32-cache twin: kv.float_graph_file as the decode graph."""
     if manifest.kv.float_graph_file is None:
         raise EdgelmError(
-            f"this folder's KV cache is int8, which onnxruntime's attention reads on the CPU only, and the folder has "
-            f"no float32-cache graph (kv.float_graph_file) for device {device!r}: re-export it with "
+            f"this folder's KV cache is int8, which edgelm runs on the CPU only, and the folder has no "
+            f"float32-cache graph (kv.float_graph_file) for device {device!r}: re-export it with "
             "--kv-dtype float32 (export_model(..., kv_dtype='float32'))"
         )
     kv = replace(manifest.kv, dtype="float32", scales_file=None, prefill_dtype=None, float_graph_file=None)
