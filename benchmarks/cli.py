@@ -26,9 +26,15 @@ def parse_backends(text: str) -> list[str]:
 
 
 def benchmark(folders: dict[str, Path], backends: list[str], settings: dict, json_path=None, md_path=None,
-              plot_path=None) -> dict:
-    """Measures every backend on the models in `folders` ({precision: edgelm folder}); writes the outputs."""
+              plot_path=None, options: dict[str, dict] | None = None) -> dict:
+    """Measures every backend on the models in `folders` ({precision: edgelm folder}); writes the outputs.
+
+    `options`: {precision label: the edgelm backend's run settings for that row} (--also's attention=).
+    """
     rows = targets(folders, backends, settings["threads"])
+    for row in rows:
+        if row.backend == "edgelm":
+            row.options.update((options or {}).get(row.precision, {}))
     report = run_all(rows, next(iter(folders.values())), settings, reference=folders.get("fp32"))
     markdown = to_markdown(report)
     print(markdown)
@@ -61,30 +67,38 @@ def compare(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,int8,int4,gguf",
                         help="edgelm exports to compare; fp32 is the reference for the KLD and top-1 columns")
     parser.add_argument("--backends", default="all")
-    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER",
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER[,attention=tiled|plain]",
                         help="one more edgelm model folder of the same model as a row labelled LABEL "
-                             "(an export with other settings); repeatable")
+                             "(an export with other settings; attention=: onnxruntime's attention kernel, "
+                             "runtime/attention_kernel.py, instead of edgelm's choice); repeatable")
     add_timing_arguments(parser)
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json, latest.md, latest.png")
     args = parser.parse_args(argv)
     from edgelm.text_pipeline import resolve_model
 
     backends, settings = parse_backends(args.backends), settings_from(args)  # checked before any export
-    extra = dict(_label_and_folder(item) for item in args.also)
-    folders = {p: resolve_model(args.model, p) for p in args.precisions.split(",")} | extra
+    extra = [_also_row(item) for item in args.also]
+    folders = {p: resolve_model(args.model, p) for p in args.precisions.split(",")} | {l: f for l, f, _ in extra}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    benchmark(folders, backends, settings, out / "latest.json", out / "latest.md", out / "latest.png")
+    benchmark(folders, backends, settings, out / "latest.json", out / "latest.md", out / "latest.png",
+              options={label: options for label, _, options in extra if options})
     print(f"results written to {out}/latest.json, latest.md, latest.png", file=sys.stderr)
     return 0
 
 
-def _label_and_folder(item: str) -> tuple[str, Path]:
-    """--also's LABEL=FOLDER, the folder checked to be an edgelm model folder."""
-    label, sep, folder = item.partition("=")
+ATTENTION_KERNELS = ("tiled", "plain")
+
+
+def _also_row(item: str) -> tuple[str, Path, dict]:
+    """--also's LABEL=FOLDER[,attention=KERNEL]: the folder checked to be an edgelm model folder, and the row's options."""
+    label, sep, rest = item.partition("=")
+    folder, _, option = rest.partition(",attention=")
     if not sep or not label or not (Path(folder) / "edgelm.json").is_file():
         raise SystemExit(f"--also {item!r}: give LABEL=FOLDER with an edgelm model folder (one with edgelm.json)")
-    return label, Path(folder)
+    if option and option not in ATTENTION_KERNELS:
+        raise SystemExit(f"--also {item!r}: attention= takes one of {', '.join(ATTENTION_KERNELS)}, not {option!r}")
+    return label, Path(folder), {"attention": option} if option else {}
 
 
 def session_options(argv: list[str] | None = None) -> int:

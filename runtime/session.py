@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .attention_kernel import flash_pays, plain_attention
 from .errors import EdgelmError
 from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
@@ -34,13 +35,14 @@ def default_threads() -> int:
 
 
 def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None,
-                 spinning: bool = True, made_with: str | None = None) -> ort.InferenceSession:
+                 spinning: bool = True, made_with: str | None = None, flash_attention: bool = True) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
 
     `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session
     used now and then, beside the decode session, must not take the cores the steps run on).
     `made_with`: the onnxruntime version that exported the graph (manifest `versions`), named in the
     error when this process has an older one: its graphs use operator attributes of recent releases.
+    `flash_attention` False: its attention takes onnxruntime's plain kernel (attention_kernel.py).
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
@@ -61,7 +63,8 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(str(graph_path), options, providers=providers)
+        with plain_attention(not flash_attention):
+            return ort.InferenceSession(str(graph_path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; {_load_fix(made_with)}") from exc
 
@@ -96,7 +99,8 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     """
     graph_path = existing_graph(folder, manifest, field)
     session = make_session(graph_path, device, threads, spinning=spinning,
-                           made_with=(manifest.versions or {}).get("onnxruntime"))
+                           made_with=(manifest.versions or {}).get("onnxruntime"),
+                           flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device))
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
                 kv_dtype=kv_dtype)
     return session

@@ -16,8 +16,9 @@ class EdgelmBackend(Backend):
         import edgelm
 
         self.model = edgelm.load(self.path, threads=self.threads)
-        if "allow_spinning" in self.options:  # the session-options sweep: same graph, one config entry changed
-            self.model.runner.session = _session(self.model, self.threads, bool(self.options["allow_spinning"]))
+        if {"allow_spinning", "attention"} & set(self.options):  # the same graph, one session setting changed
+            self.model.runner.session = _session(self.model, self.threads, bool(self.options.get("allow_spinning", True)),
+                                                 self.options.get("attention"))
 
     def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
         picking = SAMPLING if sample else {"temperature": 0.0}
@@ -29,12 +30,18 @@ class EdgelmBackend(Backend):
         return self.model.runner.forward(array, self.model.runner.new_cache(), all_logits=True)
 
 
-def _session(model, threads: int, spinning: bool):
-    """edgelm's CPU session for the folder's graph (runtime/session.py's options) with intra-op spinning as asked."""
+def _session(model, threads: int, spinning: bool, attention: str | None = None):
+    """edgelm's CPU session for the folder's graph (runtime/session.py's options) with intra-op spinning as asked.
+
+    `attention`: "tiled" or "plain" takes that attention kernel (runtime/attention_kernel.py), None edgelm's choice.
+    """
+    from edgelm.attention_kernel import flash_pays
     from edgelm.session import make_session
 
-    graph = model.manifest.path(model.folder, model.manifest.graph_file, "graph_file")
-    return make_session(graph, "cpu", threads, spinning=spinning)
+    manifest = model.runner.manifest  # the float32-cache view where the runner took one
+    graph = manifest.path(model.folder, manifest.graph_file, "graph_file")
+    return make_session(graph, "cpu", threads, spinning=spinning,
+                        flash_attention=flash_pays(manifest.kv.dtype, "cpu") if attention is None else attention == "tiled")
 
 
 BACKEND = EdgelmBackend

@@ -1,16 +1,34 @@
-"""The harness's command line: extra edgelm folders as rows (--also)."""
+"""The harness's command line: extra edgelm folders as rows (--also), with an attention kernel of their own."""
 
 import pytest
 
-from benchmarks.cli import _label_and_folder
+from benchmarks.cli import _also_row, benchmark
 
 
 def test_also_takes_a_label_and_a_model_folder(tmp_path):
     (tmp_path / "edgelm.json").write_text("{}")
-    assert _label_and_folder(f"int4 head128={tmp_path}") == ("int4 head128", tmp_path)
+    assert _also_row(f"int4 head128={tmp_path}") == ("int4 head128", tmp_path, {})
+
+
+def test_also_takes_an_attention_kernel(tmp_path):
+    (tmp_path / "edgelm.json").write_text("{}")
+    assert _also_row(f"int4 tiled={tmp_path},attention=tiled") == ("int4 tiled", tmp_path, {"attention": "tiled"})
+    with pytest.raises(SystemExit, match="attention= takes one of tiled, plain"):
+        _also_row(f"int4 fast={tmp_path},attention=fast")
 
 
 @pytest.mark.parametrize("item", ["no-equals-sign", "=/tmp", "label=/definitely/not/a/folder"])
 def test_also_refuses_what_is_not_label_and_model_folder(item):
     with pytest.raises(SystemExit, match="LABEL=FOLDER"):
-        _label_and_folder(item)
+        _also_row(item)
+
+
+def test_a_rows_options_reach_its_worker_only(monkeypatch, exported):
+    folder = exported("llama")
+    seen = {}
+    monkeypatch.setattr("benchmarks.cli.run_all", lambda rows, *args, **kwargs: seen.update(
+        {row.precision: row.options for row in rows}) or {"rows": []})
+    monkeypatch.setattr("benchmarks.cli.to_markdown", lambda report: "")
+    benchmark({"int4": folder, "int4 tiled": folder}, ["edgelm"], {"threads": 2},
+              options={"int4 tiled": {"attention": "tiled"}})
+    assert seen == {"int4": {}, "int4 tiled": {"attention": "tiled"}}

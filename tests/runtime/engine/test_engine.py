@@ -213,12 +213,15 @@ def test_window_wider_than_a_growth_block(tmp_path):
         assert seq.error is None and seq.tokens == alone(model, seq.prompt_ids, config)
 
 
-def test_an_int8_cache_with_more_threads_than_rows_times_heads_equals_alone(tmp_path):
-    """onnxruntime's quantized decode may split rows across threads by sequence when batch x heads is below its
-    thread count (a many-core machine): rows of unequal lengths still get exactly the tokens they get alone."""
+@pytest.mark.parametrize("kernel", ["plain", "tiled"])
+def test_an_int8_cache_with_more_threads_than_rows_times_heads_equals_alone(tmp_path, monkeypatch, kernel):
+    """onnxruntime's tiled quantized decode splits rows across threads by sequence when batch x heads is below its
+    thread count (a many-core machine); edgelm takes the plain kernel for an int8 cache (attention_kernel.py), and
+    either way rows of unequal lengths get exactly the tokens they get alone."""
     from tests.export.fused_models import COMMON, export_fp32, tiny_model
 
     exported = export_fp32(tiny_model("llama"), tmp_path, kv_dtype="int8")
+    monkeypatch.setattr("edgelm.session.flash_pays", lambda *args: kernel == "tiled")
     model = edgelm.load(exported.folder, threads=16)
     prompts = [model.encode(PROMPTS[3] * 3), model.encode(PROMPTS[0])]  # of unequal lengths
     assert len(prompts[0]) > 4 * len(prompts[1]) and len(prompts) * COMMON["num_attention_heads"] < 16
