@@ -13,7 +13,9 @@ sliding-window layers keep short rows, 79.6 against 73.5 at depth 2,048, level a
 
 onnxruntime's only switch is an environment variable read when a session builds its kernels
 (`ORT_GQA_DISABLE_FLASH_ATTENTION`), so it is set for the length of that session's construction,
-under a lock, and put back as it was; a value the user set is left alone.
+under a lock that every edgelm session is made under, and removed after; a value the user set is
+left alone. (Another library building onnxruntime sessions in another thread at that moment would
+see it too: its attention would take the plain kernel, slower at depth on a float cache, not wrong.)
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ def flash_pays(kv_dtype: str, device: str) -> bool:
 
 @contextmanager
 def plain_attention(enabled: bool = True) -> Iterator[None]:
-    """Sessions made inside take the plain attention kernel (when `enabled` and the user set no switch)."""
-    if not enabled or FLASH_SWITCH in os.environ:
-        yield
-        return
+    """Sessions made inside take the plain attention kernel (when `enabled` and the user set no switch).
+
+    Every edgelm session is made under the lock, so one that keeps the tiled kernel is never built
+    while another thread's switch is set; a switch seen under the lock is the user's (ours is
+    always removed before the lock is released).
+    """
     with _switching:
-        os.environ[FLASH_SWITCH] = "1"
+        ours = enabled and FLASH_SWITCH not in os.environ
+        if ours:
+            os.environ[FLASH_SWITCH] = "1"
         try:
             yield
         finally:
-            os.environ.pop(FLASH_SWITCH, None)
+            if ours:
+                os.environ.pop(FLASH_SWITCH, None)

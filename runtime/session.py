@@ -63,7 +63,7 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
-        with plain_attention(not flash_attention):
+        with plain_attention(enabled=not flash_attention):
             return ort.InferenceSession(str(graph_path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise EdgelmError(f"onnxruntime could not load {graph_path}: {exc}; {_load_fix(made_with)}") from exc

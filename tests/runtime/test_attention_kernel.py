@@ -7,7 +7,7 @@ import pytest
 
 import edgelm
 import edgelm.session as session_module
-from edgelm.attention_kernel import FLASH_SWITCH, flash_pays, plain_attention
+from edgelm.attention_kernel import FLASH_SWITCH, _switching, flash_pays, plain_attention
 
 
 @pytest.fixture
@@ -38,6 +38,13 @@ def test_the_switch_is_set_while_a_session_is_made_and_removed_after(no_switch):
     assert FLASH_SWITCH not in os.environ
     with plain_attention(enabled=False):
         assert FLASH_SWITCH not in os.environ
+
+
+def test_a_session_keeping_the_tiled_kernel_is_made_under_the_same_lock(no_switch):
+    """So it is never built while another thread's switch is set."""
+    with plain_attention(enabled=False):
+        assert _switching.locked() and FLASH_SWITCH not in os.environ
+    assert not _switching.locked()
 
 
 def test_a_value_the_user_set_is_left_alone(monkeypatch):
