@@ -91,7 +91,7 @@ ATTENTION_KERNELS = ("tiled", "plain")
 
 
 def _also_row(item: str) -> tuple[str, Path, dict]:
-    """--also's LABEL=FOLDER[,attention=KERNEL]: the folder checked to be an edgelm model folder, and the row's options."""
+    """--also's LABEL=FOLDER[,attention=KERNEL]: the label, the folder (an edgelm model folder), the row's options."""
     label, sep, rest = item.partition("=")
     folder, _, option = rest.partition(",attention=")
     if not sep or not label or not (Path(folder) / "edgelm.json").is_file():

@@ -34,8 +34,8 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None,
-                 spinning: bool = True, made_with: str | None = None, flash_attention: bool = True) -> ort.InferenceSession:
+def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None, spinning: bool = True,
+                 made_with: str | None = None, flash_attention: bool = True) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
 
     `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session

@@ -17,8 +17,8 @@ class EdgelmBackend(Backend):
 
         self.model = edgelm.load(self.path, threads=self.threads)
         if {"allow_spinning", "attention"} & set(self.options):  # the same graph, one session setting changed
-            self.model.runner.session = _session(self.model, self.threads, bool(self.options.get("allow_spinning", True)),
-                                                 self.options.get("attention"))
+            spinning = bool(self.options.get("allow_spinning", True))
+            self.model.runner.session = _session(self.model, self.threads, spinning, self.options.get("attention"))
 
     def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
         picking = SAMPLING if sample else {"temperature": 0.0}
@@ -40,8 +40,8 @@ def _session(model, threads: int, spinning: bool, attention: str | None = None):
 
     manifest = model.runner.manifest  # the float32-cache view where the runner took one
     graph = manifest.path(model.folder, manifest.graph_file, "graph_file")
-    return make_session(graph, "cpu", threads, spinning=spinning,
-                        flash_attention=flash_pays(manifest.kv.dtype, "cpu") if attention is None else attention == "tiled")
+    flash = flash_pays(manifest.kv.dtype, "cpu") if attention is None else attention == "tiled"
+    return make_session(graph, "cpu", threads, spinning=spinning, flash_attention=flash)
 
 
 BACKEND = EdgelmBackend
