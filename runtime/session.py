@@ -91,16 +91,19 @@ def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
 
 
 def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
-               spinning: bool = True, logits: bool = True, kv_dtype: str | None = None) -> ort.InferenceSession:
+               spinning: bool = True, logits: bool = True, kv_dtype: str | None = None,
+               flash_attention: bool | None = None) -> ort.InferenceSession:
     """A session on the graph the manifest's `field` names, checked against the manifest's interface.
 
     `logits` False: the graph returns only the cache (a prefill graph without its LM head). `kv_dtype`:
-    the graph's cache type where it is not kv.dtype.
+    the graph's cache type where it is not kv.dtype. `flash_attention` None: the attention kernel that
+    suits the cache (attention_kernel.flash_pays); True or False: the tiled or the plain one.
     """
     graph_path = existing_graph(folder, manifest, field)
     session = make_session(graph_path, device, threads, spinning=spinning,
                            made_with=(manifest.versions or {}).get("onnxruntime"),
-                           flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device))
+                           flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device)
+                           if flash_attention is None else flash_attention)
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
                 kv_dtype=kv_dtype)
     return session

@@ -31,17 +31,15 @@ class EdgelmBackend(Backend):
 
 
 def _session(model, threads: int, spinning: bool, attention: str | None = None):
-    """edgelm's CPU session for the folder's graph (runtime/session.py's options) with intra-op spinning as asked.
+    """edgelm's CPU session for the folder's decode graph (runtime/session.py) with intra-op spinning as asked.
 
     `attention`: "tiled" or "plain" takes that attention kernel (runtime/attention_kernel.py), None edgelm's choice.
     """
-    from edgelm.attention_kernel import flash_pays
-    from edgelm.session import make_session
+    from edgelm.session import open_graph
 
-    manifest = model.runner.manifest  # the float32-cache view where the runner took one
-    graph = manifest.path(model.folder, manifest.graph_file, "graph_file")
-    flash = flash_pays(manifest.kv.dtype, "cpu") if attention is None else attention == "tiled"
-    return make_session(graph, "cpu", threads, spinning=spinning, flash_attention=flash)
+    flash = None if attention is None else attention == "tiled"
+    return open_graph(model.folder, model.runner.manifest, "graph_file", "cpu", threads, spinning=spinning,
+                      flash_attention=flash)  # runner.manifest: the float32-cache view where the runner took one
 
 
 BACKEND = EdgelmBackend
