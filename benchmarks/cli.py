@@ -29,7 +29,7 @@ def benchmark(folders: dict[str, Path], backends: list[str], settings: dict, jso
               plot_path=None, options: dict[str, dict] | None = None) -> dict:
     """Measures every backend on the models in `folders` ({precision: edgelm folder}); writes the outputs.
 
-    `options`: {precision label: the edgelm backend's run settings for that row} (--also's attention=).
+    `options`: {precision label: the edgelm backend's run settings for that row} (--also's KEY=VALUE).
     """
     rows = targets(folders, backends, settings["threads"])
     for row in rows:
@@ -67,10 +67,11 @@ def compare(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,int8,int4,gguf",
                         help="edgelm exports to compare; fp32 is the reference for the KLD and top-1 columns")
     parser.add_argument("--backends", default="all")
-    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER[,attention=tiled|plain]",
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER[,KEY=VALUE...]",
                         help="one more edgelm model folder of the same model as a row labelled LABEL "
-                             "(an export with other settings; attention=: onnxruntime's attention kernel, "
-                             "runtime/attention_kernel.py, instead of edgelm's choice); repeatable")
+                             "(an export with other settings; attention=tiled|plain: onnxruntime's attention kernel, "
+                             "runtime/attention_kernel.py, instead of edgelm's choice; huge_pages=off: the weights "
+                             "on small pages, runtime/huge_pages.py); repeatable")
     add_timing_arguments(parser)
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json, latest.md, latest.png")
     args = parser.parse_args(argv)
@@ -87,18 +88,27 @@ def compare(argv: list[str] | None = None) -> int:
     return 0
 
 
-ATTENTION_KERNELS = ("tiled", "plain")
+ROW_OPTIONS = {"attention": ("tiled", "plain"), "huge_pages": ("on", "off")}  # --also's KEY=VALUE, choices
 
 
 def _also_row(item: str) -> tuple[str, Path, dict]:
-    """--also's LABEL=FOLDER[,attention=KERNEL]: the label, the folder (an edgelm model folder), the row's options."""
+    """--also's LABEL=FOLDER[,KEY=VALUE...]: the label, the folder (an edgelm model folder), the row's options.
+
+    attention=tiled|plain: that attention kernel (runtime/attention_kernel.py); huge_pages=off: the weights
+    left on small pages (runtime/huge_pages.py).
+    """
     label, sep, rest = item.partition("=")
-    folder, _, option = rest.partition(",attention=")
+    folder, *pairs = rest.split(",")
     if not sep or not label or not (Path(folder) / "edgelm.json").is_file():
         raise SystemExit(f"--also {item!r}: give LABEL=FOLDER with an edgelm model folder (one with edgelm.json)")
-    if option and option not in ATTENTION_KERNELS:
-        raise SystemExit(f"--also {item!r}: attention= takes one of {', '.join(ATTENTION_KERNELS)}, not {option!r}")
-    return label, Path(folder), {"attention": option} if option else {}
+    options = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if value not in ROW_OPTIONS.get(key, ()):
+            choices = "; ".join(f"{name}= takes one of {', '.join(values)}" for name, values in ROW_OPTIONS.items())
+            raise SystemExit(f"--also {item!r}: {pair!r} is not an option here: {choices}")
+        options[key] = value
+    return label, Path(folder), options
 
 
 def session_options(argv: list[str] | None = None) -> int:

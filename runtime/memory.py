@@ -24,36 +24,22 @@ Elsewhere than glibc on Linux (macOS, Windows, musl, older kernels) nothing happ
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
 import os
-import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+from .huge_pages import anonymous_mappings, back_new_memory_with_huge_pages
+from .libc import libc_function
 
 MADV_PAGEOUT = 21  # linux/mman.h: reclaim these pages now (since Linux 5.4)
 
 
-@functools.lru_cache(maxsize=None)
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-@functools.lru_cache(maxsize=None)
 def _malloc_trim():
-    return getattr(_libc(), "malloc_trim", None)  # None in a C library without it (musl)
+    return libc_function("malloc_trim", (ctypes.c_size_t,))  # None in a C library without it (musl)
 
 
-@functools.lru_cache(maxsize=None)
 def _madvise():
-    madvise = getattr(_libc(), "madvise", None)
-    if madvise is not None:
-        madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return madvise
+    return libc_function("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
 
 
 def release_freed_memory() -> None:
@@ -67,6 +53,19 @@ def release_after_load(folder: Path) -> None:
     """Both, after a session on `folder`'s graphs opens: the freed heap, then the weight files' pages."""
     release_freed_memory()
     release_mapped_pages(folder)
+
+
+@contextmanager
+def settled_load(folder: Path):
+    """Around the building of sessions on `folder`'s graphs: once they are built, gives back what the load left
+    behind (release_after_load) and then moves the packed weights into huge pages (huge_pages.py).
+
+    In that order: giving back freed heap pages after the move would split the huge pages around them.
+    """
+    before = anonymous_mappings()
+    yield
+    release_after_load(folder)
+    back_new_memory_with_huge_pages(before)
 
 
 def mapped_ranges(folder: Path) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from .errors import EdgelmError
 from .generation import Timings, generate_tokens
 from .integrity import verify_digests
 from .manifest import Manifest
-from .memory import release_after_load
+from .memory import settled_load
 from .prefix_cache import PrefixCache
 from .session import GraphRunner
 from .stopping import StopStrings
@@ -45,17 +45,18 @@ class Model:
         self.manifest = Manifest.load(self.folder)
         if check_bool("verify", verify):
             verify_digests(self.folder, self.manifest.files)
-        tokens = self.manifest.tokens
-        self.tokenizer = load_tokenizer(self.manifest.path(self.folder, tokens.tokenizer_file, "tokens.tokenizer_file"))
-        base_vocab = self.tokenizer.get_vocab_size(with_added_tokens=False)
-        if base_vocab > self.manifest.vocab_size:
-            raise EdgelmError(
-                f"{tokens.tokenizer_file} has {base_vocab} tokens but the graph's vocabulary has "
-                f"{self.manifest.vocab_size}: they are not from the same model; re-export the model"
-            )
-        self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads,
-                                  prefill_graph=check_bool("prefill_graph", prefill_graph))
-        release_after_load(self.folder)  # what parsing the tokenizer and packing the weights left behind
+        with settled_load(self.folder):  # what parsing the tokenizer and packing the weights left behind
+            tokens = self.manifest.tokens
+            tokenizer_path = self.manifest.path(self.folder, tokens.tokenizer_file, "tokens.tokenizer_file")
+            self.tokenizer = load_tokenizer(tokenizer_path)
+            base_vocab = self.tokenizer.get_vocab_size(with_added_tokens=False)
+            if base_vocab > self.manifest.vocab_size:
+                raise EdgelmError(
+                    f"{tokens.tokenizer_file} has {base_vocab} tokens but the graph's vocabulary has "
+                    f"{self.manifest.vocab_size}: they are not from the same model; re-export the model"
+                )
+            self.runner = GraphRunner(self.folder, self.manifest, device=device, threads=threads,
+                                      prefill_graph=check_bool("prefill_graph", prefill_graph))
         try:
             self.defaults = GenerationConfig(**_known_defaults(self.manifest.generation_defaults))
         except EdgelmError as exc:

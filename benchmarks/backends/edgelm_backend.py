@@ -15,10 +15,18 @@ class EdgelmBackend(Backend):
     def load(self) -> None:
         import edgelm
 
+        if self.options.get("huge_pages") == "off":  # this worker's loads leave the weights on small pages
+            import edgelm.memory
+
+            edgelm.memory.back_new_memory_with_huge_pages = lambda before: 0
         self.model = edgelm.load(self.path, threads=self.threads)
         if {"allow_spinning", "attention"} & set(self.options):  # the same graph, one session setting changed
+            from edgelm.memory import settled_load
+
             spinning = bool(self.options.get("allow_spinning", True))
-            self.model.runner.session = _session(self.model, self.threads, spinning, self.options.get("attention"))
+            self.model.runner.session = None  # the old session's memory goes first, as in a load
+            with settled_load(self.model.folder):
+                self.model.runner.session = _session(self.model, self.threads, spinning, self.options.get("attention"))
 
     def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
         picking = SAMPLING if sample else {"temperature": 0.0}

@@ -32,3 +32,11 @@ def test_a_rows_options_reach_its_worker_only(monkeypatch, exported):
     benchmark({"int4": folder, "int4 tiled": folder}, ["edgelm"], {"threads": 2},
               options={"int4 tiled": {"attention": "tiled"}})
     assert seen == {"int4": {}, "int4 tiled": {"attention": "tiled"}}
+
+
+def test_also_takes_huge_pages_off_and_options_together(tmp_path):
+    (tmp_path / "edgelm.json").write_text("{}")
+    assert _also_row(f"small={tmp_path},huge_pages=off,attention=plain") == (
+        "small", tmp_path, {"huge_pages": "off", "attention": "plain"})
+    with pytest.raises(SystemExit, match="'huge_pages=maybe' is not an option here"):
+        _also_row(f"small={tmp_path},huge_pages=maybe")

@@ -1,4 +1,4 @@
-"""The harness's edgelm rows: a row's attention= option remakes its decode session on that kernel."""
+"""The harness's edgelm rows: a row's attention= option remakes its decode session on that kernel; huge_pages=off."""
 
 import os
 
@@ -26,3 +26,16 @@ def test_a_rows_attention_option_builds_its_decode_session_on_that_kernel(tmp_pa
     backend.load()
     assert seen == ["1", switch]  # edgelm's own int8 session (plain), then the row's
     assert len(backend.timed_generate([1, 2, 3], 4)) == 4
+
+
+@pytest.mark.parametrize("options, moves", [({}, 1), ({"huge_pages": "off"}, 0)])
+def test_a_rows_huge_pages_off_loads_without_moving_pages(tmp_path, monkeypatch, options, moves):
+    from benchmarks.backends.edgelm_backend import EdgelmBackend
+    from edgelm import memory
+    from tests.export.fused_models import export_fp32, tiny_model
+
+    folder = export_fp32(tiny_model("llama"), tmp_path).folder
+    calls = []
+    monkeypatch.setattr(memory, "back_new_memory_with_huge_pages", lambda before: calls.append(before) or 0)
+    EdgelmBackend(str(folder), 2, "fp32", options).load()
+    assert len(calls) == moves
