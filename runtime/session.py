@@ -17,7 +17,7 @@ from .graph_check import check_graph
 from .kv_cache import ConcatCache, SharedBufferCache
 from .kv_quant import absorb, float_copy, load_scales
 from .manifest import Manifest
-from .memory import settled_load
+from .memory import release_after_load
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
@@ -182,11 +182,13 @@ class GraphRunner:
             return
         with self._open_prefill:  # two threads with long prompts open it once
             if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
-                with settled_load(self._folder):
-                    self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
-                                                       self._threads, spinning=False,
-                                                       logits=self.manifest.prefill_logits,
-                                                       kv_dtype=self.prefill_kv_dtype)
+                self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
+                                                   self._threads, spinning=False,
+                                                   logits=self.manifest.prefill_logits,
+                                                   kv_dtype=self.prefill_kv_dtype)
+                # its weights stay on small pages: prompts are bound by arithmetic, not by the pages (huge_pages.py),
+                # and moving them would delay the first long prompt by the move's 0.05-0.4 s
+                release_after_load(self._folder)
 
     def new_cache(self, batch: int = 1) -> ConcatCache | SharedBufferCache:
         kv = self.manifest.kv
