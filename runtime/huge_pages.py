@@ -16,6 +16,7 @@ cannot (older kernel, THP off, no free 2 MB block) the span keeps its small page
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 
 import numpy as np
@@ -62,17 +63,25 @@ def dense_spans(start: int, end: int) -> list[int]:
 
 
 def collapse_dense_spans(ranges) -> int:
-    """Moves the fully resident 2 MB spans within the (start, end) `ranges` into huge pages; returns the bytes moved."""
+    """Moves the fully resident 2 MB spans within the (start, end) `ranges` into huge pages; returns the bytes moved.
+
+    Stops at the first EINVAL (a kernel before 6.1, or THP off): no other span would fare better. A span
+    the kernel cannot move now (EAGAIN, ENOMEM: no free 2 MB block) keeps its small pages.
+    """
     madvise = libc_function("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
     if madvise is None:
         return 0
-    moved = 0
-    for start, end in sorted(ranges):
-        for span in dense_spans(start, end):
-            if madvise(span, HUGE_PAGE, MADV_COLLAPSE) != 0:  # EINVAL before Linux 6.1, EAGAIN/ENOMEM when short
-                log.debug("huge pages: the kernel kept small pages at %#x", span)
-                continue
+    moved = kept = 0
+    for span in (span for start, end in sorted(ranges) for span in dense_spans(start, end)):
+        if madvise(span, HUGE_PAGE, MADV_COLLAPSE) == 0:
             moved += HUGE_PAGE
+        elif ctypes.get_errno() == errno.EINVAL:
+            log.debug("huge pages: this kernel does not move pages on request (MADV_COLLAPSE)")
+            break
+        else:
+            kept += 1
+    if kept:
+        log.debug("huge pages: the kernel kept small pages in %d spans", kept)
     return moved
 
 

@@ -113,3 +113,22 @@ def test_new_ranges_are_what_no_earlier_range_covered():
     assert new_ranges(before, {(100, 250)}) == [(200, 250)]  # grew
     assert new_ranges(before, {(50, 450)}) == [(50, 100), (200, 300), (400, 450)]  # merged with new neighbours
     assert new_ranges(before, {(500, 600), (300, 400)}) == [(500, 600)]
+
+
+@linux_only
+def test_a_kernel_without_collapse_is_asked_once(monkeypatch):
+    import errno
+
+    from edgelm import huge_pages
+
+    calls = []
+
+    def refusing(address, length, advice):
+        calls.append(address)
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(huge_pages, "libc_function", lambda name, argtypes: refusing)
+    monkeypatch.setattr(huge_pages, "dense_spans", lambda start, end: [start, start + HUGE_PAGE])
+    assert collapse_dense_spans([(0, 4 * HUGE_PAGE), (8 * HUGE_PAGE, 12 * HUGE_PAGE)]) == 0
+    assert calls == [0]
