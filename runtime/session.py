@@ -24,6 +24,8 @@ PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and m
 # runs of at least this many tokens take the prefill graph where the folder has one and its manifest names no
 # other length (prefill_min_tokens): the fp32 graph's products beat the decode graph's from about 32-64 rows up
 PREFILL_GRAPH_MIN_TOKENS = 64
+# GroupQueryAttention's int8 cache: 1.25 and 1.26 load such a graph, then fail at its first run (measured)
+INT8_CACHE_ONNXRUNTIME = (1, 27)
 
 
 def default_threads() -> int:
@@ -100,6 +102,13 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     suits the cache (attention_kernel.flash_pays); True or False: the tiled or the plain one.
     """
     graph_path = existing_graph(folder, manifest, field)
+    if (kv_dtype or manifest.kv.dtype) == "int8" and _release(ort.__version__) < INT8_CACHE_ONNXRUNTIME:
+        needed = ".".join(map(str, INT8_CACHE_ONNXRUNTIME))
+        raise EdgelmError(
+            f"{graph_path.name} keeps its KV cache in int8, which onnxruntime runs from {needed} on, and this "
+            f"process has onnxruntime {ort.__version__}: pip install -U 'onnxruntime>={needed}' (or re-export "
+            "the model with --kv-dtype float32)"
+        )
     session = make_session(graph_path, device, threads, spinning=spinning,
                            made_with=(manifest.versions or {}).get("onnxruntime"),
                            flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device)

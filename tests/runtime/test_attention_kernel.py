@@ -92,3 +92,13 @@ def test_both_kernels_give_the_same_steps_on_an_int8_cache(int8_and_float, monke
         steps = [runner.forward(np.array([[token]]), cache)[0] for runner, cache in zip((plain, tiled), caches)]
         np.testing.assert_allclose(steps[0], steps[1], rtol=1e-4, atol=1e-4)
         token = int(steps[0].argmax())
+
+
+def test_an_int8_cache_on_an_onnxruntime_too_old_for_it_is_refused_at_load(int8_and_float, monkeypatch):
+    """1.25 and 1.26 load such a graph, then fail at its first run with a bare RuntimeError (measured)."""
+    int8, float32 = (result.folder for result in int8_and_float)
+    monkeypatch.setattr(session_module.ort, "__version__", "1.26.0")
+    with pytest.raises(edgelm.EdgelmError, match=r"KV cache in int8, which onnxruntime runs from 1\.27 on, and this "
+                                                 r"process has onnxruntime 1\.26\.0: pip install -U 'onnxruntime>=1\.27'"):
+        edgelm.load(int8)
+    assert isinstance(edgelm.load(float32).generate("Hello", max_new_tokens=2), str)  # a float cache is not refused

@@ -124,8 +124,8 @@ def test_a_graph_older_onnxruntime_refuses_says_to_upgrade_it(folder, tmp_path, 
     manifest = json.loads((copy / "edgelm.json").read_text())
     manifest["versions"]["onnxruntime"] = "1.32.0"
     (copy / "edgelm.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(session.ort, "__version__", "1.24.4")
-    with pytest.raises(EdgelmError, match=r"exported with onnxruntime 1\.32\.0 and this process has 1\.24\.4.*"
+    monkeypatch.setattr(session.ort, "__version__", "1.28.0")
+    with pytest.raises(EdgelmError, match=r"exported with onnxruntime 1\.32\.0 and this process has 1\.28\.0.*"
                                           r"pip install -U 'onnxruntime>=1\.32\.0'"):
         edgelm.load(copy, verify=False)
     monkeypatch.setattr(session.ort, "__version__", "1.32.0.dev20260101")  # not older: the folder is at fault
