@@ -48,7 +48,7 @@ class Model:
         with settled_load(self.folder):  # what parsing the tokenizer and packing the weights left behind
             tokens = self.manifest.tokens
             tokenizer_path = self.manifest.path(self.folder, tokens.tokenizer_file, "tokens.tokenizer_file")
-            self.tokenizer = load_tokenizer(tokenizer_path)
+            self.tokenizer = load_tokenizer(tokenizer_path, (self.manifest.versions or {}).get("tokenizers"))
             base_vocab = self.tokenizer.get_vocab_size(with_added_tokens=False)
             if base_vocab > self.manifest.vocab_size:
                 raise EdgelmError(

@@ -18,6 +18,7 @@ from .kv_cache import ConcatCache, SharedBufferCache
 from .kv_quant import absorb, float_copy, load_scales
 from .manifest import Manifest
 from .memory import release_after_load
+from .versions import release
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PREFILL_CHUNK = 256  # prompt tokens per graph run: measured best for TTFT and memory on SmolLM2
@@ -73,15 +74,10 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
 
 def _load_fix(made_with: str | None) -> str:
     """What to do about a graph onnxruntime refused: upgrade it if it is older than the exporter's, else re-export."""
-    if made_with and _release(ort.__version__) < _release(made_with):
+    if made_with and release(ort.__version__) < release(made_with):
         return (f"the folder was exported with onnxruntime {made_with} and this process has {ort.__version__}, "
                 f"which may lack operators or attributes its graph uses: pip install -U 'onnxruntime>={made_with}'")
     return "re-export the model"
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """(1, 32, 0) of '1.32.0' or '1.32.0.dev20260101'; () when it does not start with a number."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
@@ -102,7 +98,7 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     suits the cache (attention_kernel.flash_pays); True or False: the tiled or the plain one.
     """
     graph_path = existing_graph(folder, manifest, field)
-    if (kv_dtype or manifest.kv.dtype) == "int8" and _release(ort.__version__) < INT8_CACHE_ONNXRUNTIME:
+    if (kv_dtype or manifest.kv.dtype) == "int8" and release(ort.__version__) < INT8_CACHE_ONNXRUNTIME:
         needed = ".".join(map(str, INT8_CACHE_ONNXRUNTIME))
         raise EdgelmError(
             f"{graph_path.name} keeps its KV cache in int8, which onnxruntime runs from {needed} on, and this "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 
 
@@ -14,3 +15,8 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def release(version: str) -> tuple[int, ...]:
+    """(1, 32, 0) of '1.32.0' or '1.32.0.dev20260101'; () when it does not start with a number."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
