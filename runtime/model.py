@@ -45,7 +45,7 @@ class Model:
         self.manifest = Manifest.load(self.folder)
         if check_bool("verify", verify):
             verify_digests(self.folder, self.manifest.files)
-        with settled_load(self.folder):  # what parsing the tokenizer and packing the weights left behind
+        with settled_load(self.folder):  # then: what the load left behind goes back, the packed weights to huge pages
             tokens = self.manifest.tokens
             tokenizer_path = self.manifest.path(self.folder, tokens.tokenizer_file, "tokens.tokenizer_file")
             self.tokenizer = load_tokenizer(tokenizer_path, (self.manifest.versions or {}).get("tokenizers"))
