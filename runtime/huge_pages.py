@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from .libc import libc_function
+from .process_maps import process_mappings
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +33,8 @@ MADV_COLLAPSE = 25  # linux/mman.h (since Linux 6.1)
 
 def anonymous_mappings() -> set[tuple[int, int]]:
     """(start, end) of this process's private writable mappings backed by no file, the C heap among them."""
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return set()
-    found = set()
-    for line in lines:
-        fields = line.split(maxsplit=5)  # address perms offset device inode [path]
-        if len(fields) < 5 or not fields[1].startswith("rw") or fields[1][3] != "p":
-            continue
-        if len(fields) == 5 or fields[5].strip() == "[heap]":
-            start, end = fields[0].split("-")
-            found.add((int(start, 16), int(end, 16)))
-    return found
+    return {(mapping.start, mapping.end) for mapping in process_mappings()
+            if mapping.perms.startswith("rw") and mapping.perms[3:] == "p" and mapping.path in ("", "[heap]")}
 
 
 def dense_spans(start: int, end: int) -> list[int]:

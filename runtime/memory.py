@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .huge_pages import anonymous_mappings, back_new_memory_with_huge_pages
 from .libc import libc_function
+from .process_maps import process_mappings
 
 MADV_PAGEOUT = 21  # linux/mman.h: reclaim these pages now (since Linux 5.4)
 
@@ -71,18 +72,7 @@ def settled_load(folder: Path):
 def mapped_ranges(folder: Path) -> list[tuple[int, int]]:
     """(start, end) addresses of this process's mappings of files inside `folder` (Linux; else [])."""
     root = os.path.realpath(folder) + os.sep
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return []
-    ranges = []
-    for line in lines:
-        fields = line.rstrip("\n").split(maxsplit=5)  # address perms offset device inode [path, spaces and all]
-        if len(fields) == 6 and fields[5].startswith(root):
-            start, end = fields[0].split("-")
-            ranges.append((int(start, 16), int(end, 16)))
-    return ranges
+    return [(mapping.start, mapping.end) for mapping in process_mappings() if mapping.path.startswith(root)]
 
 
 def release_mapped_pages(folder: Path) -> int:
