@@ -93,8 +93,8 @@ def export_model(
             the cache's bytes; int8 quarters them, with scales per kv head and channel calibrated on
             held-out text, and attention at depth reads that much less (kv_int8.py; prompts attend in
             float32 on a prefill graph, written for it where the precision has none; devices without
-            int8 attention run a float32-cache twin of the decode graph). None: int8 for int4 on the
-            fused graph if its mean KLD against fp32 at long context rises by at most 0.005 over the
+            int8 attention run a float32-cache twin of the decode graph). None: int8 for int4 and gguf on
+            the fused graph if its mean KLD against fp32 at long context rises by at most 0.005 over the
             float32 cache's (SmolLM2 +0.0014, Gemma 3 270M +0.0006), else float32; float32 with
             prefill_graph False (prompts would attend on the int8 cache, ~3x slower).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
@@ -173,7 +173,7 @@ def export_model(
                 if decided is not None:
                     manifest.quantization["prefill_graph"] = decided
             # int8 by default where prompts can attend in float32 on a prefill graph (not under prefill_graph=False)
-            if kv_dtype == "int8" or (kv_dtype is None and precision == "int4" and kv.shared_buffer
+            if kv_dtype == "int8" or (kv_dtype is None and precision in ("int4", "gguf") and kv.shared_buffer
                                       and prefill_graph is not False):
                 reference = fp32_graph if kv_dtype is None else None  # None: kept only if it keeps the model
                 manifest.quantization["kv_cache"] = quantize_kv_cache(out, manifest, reference=reference)

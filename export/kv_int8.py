@@ -1,6 +1,6 @@
 """An int8 key/value cache for the fused graph: a quarter of a float32 cache's bytes.
 
-int4 exports get it by default where it keeps the model (`kv_dtype=None`: kept if its KLD against
+int4 and gguf exports get it by default where it keeps the model (`kv_dtype=None`: kept if its KLD against
 fp32 at long context rises by at most KV_INT8_TOLERANCE, see long_context_scores); `kv_dtype="int8"`
 asks for it without that check.
 

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--kv-dtype", choices=["auto", "float32", "float16", "int8"], default="auto",
                         help="the KV cache's type; float16 halves its bytes, int8 quarters them (calibrated "
                              "scales; faster decoding at depth; fused graph only). auto (default): int8 for int4 "
-                             "if its KLD against fp32 at long context rises by at most 0.005 (and prompts have a "
+                             "and gguf if its KLD against fp32 at long context rises by at most 0.005 (and prompts have a "
                              "prefill graph), else float32")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")

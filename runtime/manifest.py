@@ -15,14 +15,23 @@ from .errors import EdgelmError
 from .manifest_checks import check_manifest_data, inside_folder
 
 FORMAT_VERSION = 1
-# Raised when an exporter fix changes what a folder exported from the same source holds, so that
-# pipeline()'s cached exports of an older revision are made again. 1: before 2026-12-01 evening;
-# 2: GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py); 3: a prefill graph without logits
-# (export/graph_prune.py: its session no longer packs the LM head a second time); 4: int4 folders with an
-# int8 KV cache where it keeps the model (export/kv_int8.py).
-EXPORT_REVISION = 4
-MANIFEST_NAME = "edgelm.json"
 PRECISIONS = ("fp32", "int8", "int4", "gguf")  # gguf: the GGUF source's own quantized blocks, carried over exactly
+# Raised when an exporter fix changes what a folder exported from the same source holds, so that
+# pipeline()'s cached exports of an older revision are made again; each revision names the precisions
+# whose folders it changed, so that a change to one precision does not re-export the others.
+REVISION_CHANGES = {
+    2: PRECISIONS,  # GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py); before: 2026-12-01 evening
+    3: ("int4", "gguf"),  # a prefill graph without logits (export/graph_prune.py: no second LM head packed)
+    4: ("int4",),  # an int8 KV cache where it keeps the model (export/kv_int8.py)
+    5: ("gguf",),  # the same int8 KV cache for the exact GGUF blocks, on the same check
+}
+EXPORT_REVISION = max(REVISION_CHANGES)
+MANIFEST_NAME = "edgelm.json"
+
+
+def changed_since(revision: int, precision: str) -> bool:
+    """Whether the exporter changed what a `precision` folder holds since export revision `revision`."""
+    return any(precision in precisions for made, precisions in REVISION_CHANGES.items() if made > revision)
 
 
 @dataclass

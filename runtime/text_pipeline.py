@@ -11,7 +11,7 @@ from .aliases import ALIASES, cached_export_folder
 from .checks import check_bool, check_int, check_number, check_seed, check_strings, check_text
 from .config import GenerationConfig
 from .errors import EdgelmError
-from .manifest import EXPORT_REVISION, MANIFEST_NAME, PRECISIONS
+from .manifest import EXPORT_REVISION, MANIFEST_NAME, PRECISIONS, changed_since
 from .model import Model
 from .model_names import check_model_name
 
@@ -51,7 +51,7 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
     folder = cached_export_folder(str(model), precision)
     if (folder / MANIFEST_NAME).is_file():
         revision = cached_revision(folder)
-        if revision >= EXPORT_REVISION:
+        if not changed_since(revision, precision):
             return folder
         return exported_again(str(model), folder, precision, validate, revision)
     export_model = export_or_explain(f"{model!r} is not an exported edgelm folder, and exporting it")

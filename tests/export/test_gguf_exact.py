@@ -245,3 +245,27 @@ def test_shared_tied_table_keeps_the_gguf_embedding_exact(exact_folders):
     table = numpy_helper.to_array(next(i for i in reference.graph.initializer if i.name == gather.input[0]))
     got = _probe(model, gather.output[0], gather.input[1], np.arange(vocab, dtype=np.int64)[None])[0]
     assert np.array_equal(got.view(np.uint32), table.view(np.uint32))
+
+
+@pytest.mark.parametrize("tolerance", [None, 1.0])  # the export's check (this tiny model: not kept), and one that keeps it
+def test_the_int8_cache_leaves_every_gguf_weight_as_it_was(exact_folders, tmp_path, tolerance):
+    """gguf exports take the int8 KV cache by default where the long-context check keeps it: a change of the
+    cache's arithmetic, decided against the fp32 graph, never of a weight."""
+    from edgelm.export.kv_int8 import quantize_kv_cache
+    from edgelm.manifest import Manifest
+
+    fp32, exact, _ = exact_folders("fused")
+    folder = tmp_path / "gguf-kv"
+    shutil.copytree(exact, folder)
+    manifest = Manifest.load(folder)
+    record = quantize_kv_cache(folder, manifest, reference=fp32 / "model.onnx", tolerance=tolerance)
+    manifest.save(folder)
+    kld = record["choice"]["kld"]
+    kept = kld["int8"] <= kld["float32"] + (0.005 if tolerance is None else tolerance)
+    assert record["dtype"] == Manifest.load(folder).kv.dtype == ("int8" if kept else "float32")
+    assert kept == (tolerance is not None)
+    before = {i.name: i for i in onnx.load(str(exact / "model.onnx")).graph.initializer}
+    after = {i.name: i for i in onnx.load(str(folder / "model.onnx")).graph.initializer}
+    assert set(before) <= set(after)
+    assert all(numpy_helper.to_array(after[name]).tobytes() == numpy_helper.to_array(tensor).tobytes()
+               for name, tensor in before.items())

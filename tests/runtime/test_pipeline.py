@@ -101,6 +101,27 @@ def test_a_cached_export_of_an_older_revision_is_made_again(exported, monkeypatc
     assert edgelm.resolve_model("smollm2-135m") == cached and len(calls) == 1  # current now: reused
 
 
+@pytest.mark.parametrize("precision, again", [("gguf", True), ("int4", False)])
+def test_a_revision_remakes_only_the_precisions_it_changed(exported, monkeypatch, tmp_path, precision, again):
+    """Revision 5 changed gguf folders only (their int8 cache): a cached int4 folder of revision 4 stays."""
+    import json
+    import shutil
+
+    from edgelm import export, manifest
+
+    changes = {made: kinds for made, kinds in manifest.REVISION_CHANGES.items() if made < 5}
+    monkeypatch.setattr(manifest, "REVISION_CHANGES", {**changes, 5: ("gguf",)})
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    cached = tmp_path / f"smollm2-135m-{precision}"
+    shutil.copytree(exported("gpt2", "int4"), cached)
+    data = json.loads((cached / "edgelm.json").read_text())
+    (cached / "edgelm.json").write_text(json.dumps({**data, "export_revision": 4}))
+    calls = []
+    monkeypatch.setattr(export, "export_model", lambda source, folder, **kwargs: calls.append(kwargs["precision"]))
+    assert edgelm.resolve_model("smollm2-135m", precision=precision) == cached
+    assert calls == ([precision] if again else [])
+
+
 def test_without_the_exporter_an_older_cached_export_still_runs(exported, monkeypatch, tmp_path, caplog):
     import shutil
 
