@@ -26,7 +26,8 @@ from .model_folder import (
 from .gguf_exact import exact_gguf_graph
 from .output_guard import work_folder
 from .int4_choice import Scorer, quantize_int4_best
-from .kv_int8 import quantize_kv_cache
+from .kv_int8 import (MIN_CACHE_SHARE, SHARE_POSITIONS, float_cache_share, graph_bytes,
+                      quantize_kv_cache)
 from .onnx_graph import export_fp32_graph, read_interface
 from .prefill_graph import add_prefill_graph
 from .progress import Progress, quiet_libraries
@@ -93,9 +94,10 @@ def export_model(
             the cache's bytes; int8 quarters them, with scales per kv head and channel calibrated on
             held-out text, and attention at depth reads that much less (kv_int8.py; prompts attend in
             float32 on a prefill graph, written for it where the precision has none; devices without
-            int8 attention run a float32-cache twin of the decode graph). None: int8 for int4 and gguf on
-            the fused graph if its mean KLD against fp32 at long context rises by at most 0.005 over the
-            float32 cache's (SmolLM2 +0.0014, Gemma 3 270M +0.0006), else float32; float32 with
+            int8 attention run a float32-cache twin of the decode graph). None: int8 for int4 (and for gguf
+            where the float32 cache at 2,048 positions is at least half the weights' bytes) on the fused
+            graph if its mean KLD against fp32 at long context rises by at most 0.005 over the float32
+            cache's (SmolLM2 +0.0014, Gemma 3 270M +0.0006), else float32; float32 with
             prefill_graph False (prompts would attend on the int8 cache, ~3x slower).
         check: validate against PyTorch and record the numbers in the manifest; None: unless $EDGELM_VALIDATE=0.
         force: replace an existing `output`.
@@ -172,11 +174,20 @@ def export_model(
                                             scorer=scorer if precision == "int4" else None)  # gguf stays exact
                 if decided is not None:
                     manifest.quantization["prefill_graph"] = decided
-            # int8 by default where prompts can attend in float32 on a prefill graph (not under prefill_graph=False)
-            if kv_dtype == "int8" or (kv_dtype is None and precision in ("int4", "gguf") and kv.shared_buffer
-                                      and prefill_graph is not False):
+            # int8 by default where prompts can attend in float32 on a prefill graph (not under prefill_graph=False);
+            # gguf folders (no prefill graph of their own: the twin becomes one) only where the cache is a large
+            # share of what a step at depth reads
+            share = float_cache_share(manifest, graph_bytes(target))
+            cache_pays = precision == "int4" or (precision == "gguf" and share >= MIN_CACHE_SHARE)
+            wanted = kv_dtype is None and cache_pays and kv.shared_buffer and prefill_graph is not False
+            if kv_dtype == "int8" or wanted:
                 reference = fp32_graph if kv_dtype is None else None  # None: kept only if it keeps the model
                 manifest.quantization["kv_cache"] = quantize_kv_cache(out, manifest, reference=reference)
+            elif kv_dtype is None and precision == "gguf" and kv.shared_buffer and prefill_graph is not False:
+                manifest.quantization["kv_cache"] = {
+                    "dtype": "float32", "float32_cache_share": round(share, 3), "min_share": MIN_CACHE_SHARE,
+                    "criterion": f"int8 where the float32 cache at {SHARE_POSITIONS} positions is at least this "
+                                 "share of the weights' bytes (and the long-context check keeps it)"}
             manifest.save(out)
         if check:
             with progress.step("validating against PyTorch"):

@@ -23,7 +23,7 @@ REVISION_CHANGES = {
     2: PRECISIONS,  # GGUF tokenizers as llama.cpp reads them (export/gguf_tokenizer.py); before: 2026-12-01 evening
     3: ("int4", "gguf"),  # a prefill graph without logits (export/graph_prune.py: no second LM head packed)
     4: ("int4",),  # an int8 KV cache where it keeps the model (export/kv_int8.py)
-    5: ("gguf",),  # the same int8 KV cache for the exact GGUF blocks, on the same check
+    5: ("gguf",),  # the int8 KV cache for the exact GGUF blocks where it pays (export/kv_int8.py: float_cache_share)
 }
 EXPORT_REVISION = max(REVISION_CHANGES)
 MANIFEST_NAME = "edgelm.json"

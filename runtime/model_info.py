@@ -66,6 +66,9 @@ def _decisions(settings: dict) -> list[str]:
                            for name, kld in sorted(choice["kld"].items(), key=lambda item: item[1]))
         tolerance = f", tolerance {choice['tolerance']}" if "tolerance" in choice else ""
         lines.append(f"{what}: mean KLD against fp32 {scores}{tolerance}")
+    if isinstance(kv_cache, dict) and "float32_cache_share" in kv_cache:  # gguf: the cache too small a share to pay
+        lines.append(f"KV cache: float32, its bytes at depth {kv_cache['float32_cache_share']} of the weights' "
+                     f"(int8 from {kv_cache.get('min_share', '?')})")
     return lines
 
 

@@ -208,3 +208,19 @@ def test_an_int8_cache_that_moves_the_model_too_far_is_not_kept(int4_source, tmp
 def test_float32_asked_for_gets_no_int8_cache(int4_source, tmp_path):
     model = _export_int4(int4_source, tmp_path / "int4", kv_dtype="float32")
     assert model.manifest.kv.dtype == "float32" and "kv_cache" not in model.manifest.quantization
+
+
+def test_the_float_caches_share_counts_windowed_layers_at_their_window():
+    """gguf folders take the int8 cache only where the float32 one is a large share of a step's bytes at depth."""
+    from types import SimpleNamespace
+
+    from edgelm.export.kv_int8 import MIN_CACHE_SHARE, float_cache_share
+    from edgelm.manifest import KVCacheSpec
+
+    def manifest(layers, heads, dim, windows=None):  # the share reads only the cache's shape
+        return SimpleNamespace(kv=KVCacheSpec(num_layers=layers, num_kv_heads=heads, head_dim=dim, windows=windows))
+
+    smollm2 = float_cache_share(manifest(30, 3, 64), 118_829_844)
+    assert round(smollm2, 2) == 0.79 and smollm2 >= MIN_CACHE_SHARE  # 94 MB of cache at 2,048 positions
+    gemma = float_cache_share(manifest(18, 1, 256, ([512] * 5 + [0]) * 3), 330_000_000)
+    assert gemma == (3 * 2048 + 15 * 512) * 2 * 256 * 4 / 330_000_000 < MIN_CACHE_SHARE
