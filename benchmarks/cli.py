@@ -20,9 +20,29 @@ RESULTS = Path(__file__).parent / "results"
 def parse_backends(text: str) -> list[str]:
     names = list(ALL_BACKENDS) if text == "all" else [b.strip() for b in text.split(",") if b.strip()]
     unknown = [b for b in names if b not in ALL_BACKENDS]
-    if unknown:
-        raise EdgelmError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(ALL_BACKENDS)} or 'all'")
+    if unknown or not names:
+        what = f"unknown backend(s) {', '.join(unknown)}" if unknown else "no backend given"
+        raise EdgelmError(f"{what}; choose from {', '.join(ALL_BACKENDS)} or 'all'")
     return names
+
+
+def check_outputs(*paths) -> None:
+    """Refuses output files whose folder does not exist (or that are folders), before anything is measured."""
+    for path in filter(None, paths):
+        path = Path(path)
+        if path.is_dir() or not path.parent.is_dir():
+            reason = "is a folder" if path.is_dir() else f"its folder {path.parent} does not exist"
+            raise EdgelmError(f"{path} cannot be written ({reason}): the results would be lost after the run")
+
+
+def check_lengths(settings: dict, context_length: int) -> None:
+    """Refuses a prompt or depth the model's context cannot hold, before anything is measured."""
+    if settings["pp"] >= context_length:
+        raise EdgelmError(f"--pp {settings['pp']} tokens leave no room in the model's context of {context_length}: "
+                          "give a shorter --pp")
+    if settings["depth"] + settings["tg"] > context_length:
+        raise EdgelmError(f"--depth {settings['depth']} plus --tg {settings['tg']} tokens exceed the model's context "
+                          f"of {context_length}: give a shorter --depth (0: no depth test)")
 
 
 def benchmark(folders: dict[str, Path], backends: list[str], settings: dict, json_path=None, md_path=None,
@@ -55,8 +75,10 @@ def run(args) -> int:
 
     folder = Path(args.model)
     manifest = Manifest.load(folder)
-    settings = settings_from(args)
-    benchmark({manifest.precision: folder}, parse_backends(args.backends), settings, args.json, None, args.plot)
+    settings, backends = settings_from(args), parse_backends(args.backends)
+    check_outputs(args.json, args.plot)
+    check_lengths(settings, manifest.context_length)
+    benchmark({manifest.precision: folder}, backends, settings, args.json, None, args.plot)
     return 0
 
 
@@ -88,14 +110,15 @@ def compare(argv: list[str] | None = None) -> int:
     return 0
 
 
-ROW_OPTIONS = {"attention": ("tiled", "plain"), "huge_pages": ("on", "off")}  # --also's KEY=VALUE, choices
+# --also's KEY=VALUE row options and their choices
+ROW_OPTIONS = {"attention": ("tiled", "plain"), "huge_pages": ("on", "off"), "arena": ("on", "off")}
 
 
 def _also_row(item: str) -> tuple[str, Path, dict]:
     """--also's LABEL=FOLDER[,KEY=VALUE...]: the label, the folder (an edgelm model folder), the row's options.
 
     attention=tiled|plain: that attention kernel (runtime/attention_kernel.py); huge_pages=off: the weights
-    left on small pages (runtime/huge_pages.py).
+    left on small pages (runtime/huge_pages.py); arena=off: onnxruntime's CPU memory arena off.
     """
     label, sep, rest = item.partition("=")
     folder, *pairs = rest.split(",")
@@ -112,7 +135,8 @@ def _also_row(item: str) -> tuple[str, Path, dict]:
 
 
 def session_options(argv: list[str] | None = None) -> int:
-    """edgelm's decode and prompt speed with intra-op threads 1 .. --threads, intra-op spinning on and off.
+    """edgelm's decode and prompt speed with intra-op threads 1 .. --threads, intra-op spinning on and off,
+    and at --threads with spinning on, onnxruntime's CPU memory arena off.
 
     The rows are the same model folder in one worker each, measured interleaved like the comparison,
     to choose the session defaults by measurement. Writes session-options-MODEL-PRECISION.json/.md.
@@ -130,6 +154,8 @@ def session_options(argv: list[str] | None = None) -> int:
     rows = [Target("edgelm", f"{args.precision} threads={threads} spinning={'on' if spin else 'off'}", str(folder),
                    options={"threads": threads, "allow_spinning": spin})
             for threads in range(1, settings["threads"] + 1) for spin in (True, False)]
+    rows.append(Target("edgelm", f"{args.precision} threads={settings['threads']} spinning=on arena=off", str(folder),
+                       options={"threads": settings["threads"], "allow_spinning": True, "arena": "off"}))
     report = run_all(rows, folder, settings)
     markdown = to_markdown(report)
     print(markdown)

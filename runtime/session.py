@@ -37,7 +37,8 @@ def default_threads() -> int:
 
 
 def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None, spinning: bool = True,
-                 made_with: str | None = None, flash_attention: bool = True) -> ort.InferenceSession:
+                 made_with: str | None = None, flash_attention: bool = True,
+                 arena: bool = True) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
 
     `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session
@@ -45,9 +46,14 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     `made_with`: the onnxruntime version that exported the graph (manifest `versions`), named in the
     error when this process has an older one: its graphs use operator attributes of recent releases.
     `flash_attention` False: its attention takes onnxruntime's plain kernel (attention_kernel.py).
+    `arena` False: intermediate tensors come from malloc, not onnxruntime's CPU arena (the harness measures both).
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
+    if threads is not None and threads > default_threads():  # 64 on 2 cores: 3.9 s for 3 tokens; 1000 never ends
+        raise EdgelmError(f"threads={threads} is more than the {default_threads()} cores this process may use, and "
+                          "threads beyond the cores only take turns on them, slower; use None (one per core) or "
+                          f"at most {default_threads()}")
     if not isinstance(device, str) or device not in DEVICES:
         raise EdgelmError(f"device {device!r} is not supported: use one of {', '.join(DEVICES)}")
     provider = DEVICES[device]
@@ -61,6 +67,7 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     options.intra_op_num_threads = default_threads() if threads is None else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
@@ -89,7 +96,7 @@ def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
 
 def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
                spinning: bool = True, logits: bool = True, kv_dtype: str | None = None,
-               flash_attention: bool | None = None) -> ort.InferenceSession:
+               flash_attention: bool | None = None, arena: bool = True) -> ort.InferenceSession:
     """A session on the graph the manifest's `field` names, checked against the manifest's interface.
 
     `logits` False: the graph returns only the cache (a prefill graph without its LM head). `kv_dtype`:
@@ -107,7 +114,7 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     session = make_session(graph_path, device, threads, spinning=spinning,
                            made_with=(manifest.versions or {}).get("onnxruntime"),
                            flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device)
-                           if flash_attention is None else flash_attention)
+                           if flash_attention is None else flash_attention, arena=arena)
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
                 kv_dtype=kv_dtype)
     return session

@@ -20,13 +20,14 @@ class EdgelmBackend(Backend):
 
             edgelm.memory.back_new_memory_with_huge_pages = lambda before: 0
         self.model = edgelm.load(self.path, threads=self.threads)
-        if {"allow_spinning", "attention"} & set(self.options):  # the same graph, one session setting changed
+        if {"allow_spinning", "attention", "arena"} & set(self.options):  # the same graph, a session setting changed
             from edgelm.memory import settled_load
 
             spinning = bool(self.options.get("allow_spinning", True))
             self.model.runner.session = None  # the old session's memory goes first, as in a load
             with settled_load(self.model.folder):
-                self.model.runner.session = _session(self.model, self.threads, spinning, self.options.get("attention"))
+                self.model.runner.session = _session(self.model, self.threads, spinning, self.options.get("attention"),
+                                                     arena=self.options.get("arena", "on") == "on")
 
     def timed_generate(self, ids: list[int], n: int, sample: bool = False) -> list[float]:
         picking = SAMPLING if sample else {"temperature": 0.0}
@@ -38,16 +39,18 @@ class EdgelmBackend(Backend):
         return self.model.runner.forward(array, self.model.runner.new_cache(), all_logits=True)
 
 
-def _session(model, threads: int, spinning: bool, attention: str | None = None):
+def _session(model, threads: int, spinning: bool, attention: str | None = None, arena: bool = True):
     """edgelm's CPU session for the folder's decode graph (runtime/session.py) with intra-op spinning as asked.
 
-    `attention`: "tiled" or "plain" takes that attention kernel (runtime/attention_kernel.py), None edgelm's choice.
+    `attention`: "tiled" or "plain": that attention kernel (runtime/attention_kernel.py); None: edgelm's choice.
+    `arena` False: onnxruntime's CPU memory arena off.
     """
     from edgelm.session import open_graph
 
     flash = None if attention is None else attention == "tiled"
+    # runner.manifest: the float32-cache view where the runner took one
     return open_graph(model.folder, model.runner.manifest, "graph_file", "cpu", threads, spinning=spinning,
-                      flash_attention=flash)  # runner.manifest: the float32-cache view where the runner took one
+                      flash_attention=flash, arena=arena)
 
 
 BACKEND = EdgelmBackend

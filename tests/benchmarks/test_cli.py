@@ -36,7 +36,25 @@ def test_a_rows_options_reach_its_worker_only(monkeypatch, exported):
 
 def test_also_takes_huge_pages_off_and_options_together(tmp_path):
     (tmp_path / "edgelm.json").write_text("{}")
-    assert _also_row(f"small={tmp_path},huge_pages=off,attention=plain") == (
-        "small", tmp_path, {"huge_pages": "off", "attention": "plain"})
+    assert _also_row(f"small={tmp_path},huge_pages=off,attention=plain,arena=off") == (
+        "small", tmp_path, {"huge_pages": "off", "attention": "plain", "arena": "off"})
     with pytest.raises(SystemExit, match="'huge_pages=maybe' is not an option here"):
         _also_row(f"small={tmp_path},huge_pages=maybe")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--backends", ""], "no backend given"),
+    (["--json", "/no/such/folder/out.json"], "cannot be written"),
+    (["--plot", "/no/such/folder/out.png"], "cannot be written"),
+    (["--pp", "100000"], "--pp 100000 tokens leave no room"),
+    (["--depth", "100000"], "--depth 100000 plus --tg"),
+])
+def test_edgelm_bench_refuses_what_would_fail_or_be_lost_before_measuring(exported, monkeypatch, capsys, options,
+                                                                           message):
+    import edgelm.benchmarks.cli
+    from edgelm.cli import main
+
+    monkeypatch.setattr(edgelm.benchmarks.cli, "run_all", lambda *args, **kwargs: pytest.fail("it measured"))
+    depth = [] if "--depth" in options else ["--depth", "0"]  # the tiny model's context is 1,024
+    assert main(["bench", str(exported("llama", "fp32")), *depth, *options]) == 2
+    assert message in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The harness's edgelm rows: a row's attention= option remakes its decode session on that kernel; huge_pages=off."""
+"""The harness's edgelm rows: a row's attention= option remakes its decode session on that kernel; huge_pages=off;
+arena=off."""
 
 import os
 
@@ -39,3 +40,22 @@ def test_a_rows_huge_pages_off_loads_without_moving_pages(tmp_path, monkeypatch,
     monkeypatch.setattr(memory, "back_new_memory_with_huge_pages", lambda before: calls.append(before) or 0)
     EdgelmBackend(str(folder), 2, "fp32", options).load()
     assert len(calls) == moves
+
+
+@pytest.mark.parametrize("options, arenas", [({}, [True]), ({"arena": "off"}, [True, False])])
+def test_a_rows_arena_off_remakes_its_decode_session_without_the_arena(tmp_path, monkeypatch, options, arenas):
+    from benchmarks.backends.edgelm_backend import EdgelmBackend
+    from tests.export.fused_models import export_fp32, tiny_model
+
+    folder = export_fp32(tiny_model("llama"), tmp_path).folder
+    seen, real = [], session_module.ort.InferenceSession
+
+    def spy(path, options, **kwargs):
+        seen.append(options.enable_cpu_mem_arena)
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(session_module.ort, "InferenceSession", spy)
+    backend = EdgelmBackend(str(folder), 2, "fp32", options)
+    backend.load()
+    assert seen == arenas  # edgelm's own session, then the row's
+    assert len(backend.timed_generate([1, 2, 3], 4)) == 4
