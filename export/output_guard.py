@@ -34,7 +34,12 @@ def check_output(output: Path, source: str | None, force: bool) -> None:
     if not output.exists() and not output.is_symlink():
         return
     if not force:
-        raise EdgelmError(f"{output} already exists; choose another -o folder or pass --force to replace it")
+        if output.is_dir() and (output / MANIFEST_NAME).is_file():
+            raise EdgelmError(f"{output} already holds an edgelm model; choose another -o folder or pass --force "
+                              "to replace it")
+        what = "a folder that is no edgelm model folder" if output.is_dir() else "a file"
+        raise EdgelmError(f"{output} already exists and is {what}, which edgelm never replaces: choose another "
+                          "-o folder")
     if not output.is_dir():
         raise EdgelmError(f"{output} is a file, not an edgelm model folder; --force replaces only model folders: "
                           "choose another -o folder")

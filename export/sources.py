@@ -97,8 +97,10 @@ def gguf_to_folder(gguf: Path, folder: Path) -> Path:
         with gguf_bar_hidden(), one_gguf_reader():
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
             tokenizer = load_gguf_tokenizer(gguf)
-    except (ValueError, KeyError, OSError) as exc:
-        raise EdgelmError(f"transformers could not load {gguf}: {exc}") from exc
+    except (ValueError, KeyError, OSError, IndexError) as exc:  # gguf's reader on a damaged file: numpy's errors
+        raise EdgelmError(f"transformers could not load {gguf} ({type(exc).__name__}: {exc}); if the file was cut "
+                          "short or damaged (compare its size and checksum with the original), download it again"
+                          ) from exc
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

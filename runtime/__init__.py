@@ -42,7 +42,7 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None, ve
     Args:
         folder: a folder written by `edgelm export`, or anything `pipeline()` accepts.
         device: 'cpu' or 'cuda'.
-        threads: CPU threads (default: one per available core).
+        threads: CPU threads (default: one per available core; at most that many).
         verify: check every file's sha256 against the digests recorded at export (reads all weights once).
         prefill_graph: use the folder's prefill graph where it has one (int4 and gguf folders, on CPU),
             opened on the first long prompt: SmolLM2 int4 prompts ~1.4x faster for ~110 MB more

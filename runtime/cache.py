@@ -27,19 +27,22 @@ class CachedModel:
 def cached_models(root: Path | None = None) -> list[CachedModel]:
     """Every edgelm model folder directly under `root` (default: the cache folder), by name.
 
-    Folders without a readable manifest (a half-written export's staging folder, a stray
-    directory) are left out.
+    Folders without a manifest (a half-written export's staging folder, a stray directory) are left
+    out; one whose manifest cannot be read is listed as damaged, so that it can be removed.
     """
     root = root or cache_root()
     if not root.is_dir():
         return []
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / MANIFEST_NAME).exists():
+            continue
         try:
             data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+            data = data if isinstance(data, dict) else {}
         except (OSError, ValueError):
-            continue
-        source = data.get("source") or {}
+            data = {"source": {"kind": "damaged:", "id": f"{MANIFEST_NAME} unreadable (remove it)"}}
+        source = data.get("source") if isinstance(data.get("source"), dict) else {}
         found.append(CachedModel(
             name=folder.name,
             folder=folder,
@@ -61,8 +64,12 @@ def remove_cached(name: str, root: Path | None = None) -> Path:
     if name not in models:
         known = ", ".join(models) or "none"
         raise EdgelmError(f"no cached model called {name!r} in {root or cache_root()}; cached: {known}")
-    shutil.rmtree(models[name].folder)
-    return models[name].folder
+    folder = models[name].folder
+    if folder.is_symlink():  # a link the user put there: the link goes, never what it points to
+        folder.unlink()
+    else:
+        shutil.rmtree(folder)
+    return folder
 
 
 def table(models: list[CachedModel]) -> str:

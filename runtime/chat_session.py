@@ -16,7 +16,9 @@ from .config import GenerationConfig
 class ChatSession:
     """Messages so far and the cache that holds them. Build one with `model.chat_session(system=...)`.
 
-    One thread at a time: a session's cache is its own, and a turn changes it.
+    One thread at a time: a session's cache is its own, and a turn changes it. A new turn (or `reset`)
+    while a reply still streams ends that reply where it stands, as closing it would: the conversation
+    keeps it as far as it went, and the old stream yields nothing more.
 
     Example:
         session = model.chat_session(system="Answer briefly.")
@@ -31,6 +33,7 @@ class ChatSession:
         self.start = [{"role": "system", "content": check_text("system", system)}] if system else []
         self.messages: list[dict] = list(self.start)
         self.cache = model.runner.new_cache()
+        self._streaming: Iterator[str] | None = None  # the last reply's stream, which may still be open
 
     def stream(self, text: str, config: GenerationConfig | None = None, **settings) -> Iterator[str]:
         """Sends `text` as the user's next message and streams the reply; both join the conversation.
@@ -42,10 +45,13 @@ class ChatSession:
             EdgelmError: for a message that is not text, a conversation longer than the context
                 (call `reset()`), or an invalid setting.
         """
-        messages = [*self.messages, {"role": "user", "content": check_text("the message", text)}]
+        text = check_text("the message", text)
+        self._end_streaming()
+        messages = [*self.messages, {"role": "user", "content": text}]
         ids = self.model.chat_ids(messages)
         cfg = self.model.config(config or self.config, **settings)
-        return self._reply(messages, ids, cfg)
+        self._streaming = self._reply(messages, ids, cfg)
+        return self._streaming
 
     def send(self, text: str, config: GenerationConfig | None = None, **settings) -> str:
         """The whole reply to `text`. Same arguments as `stream`."""
@@ -53,7 +59,20 @@ class ChatSession:
 
     def reset(self) -> None:
         """Forgets the conversation (the system prompt stays). The cache stays too: its system prompt is reused."""
+        self._end_streaming()
         self.messages = list(self.start)
+
+    def reset_cache(self) -> None:
+        """A new, empty cache; the conversation stays, and the next turn runs it all again. For a turn stopped
+        at an arbitrary moment (Ctrl-C), after which the cache may not hold what it records."""
+        self._end_streaming()
+        self.cache = self.model.runner.new_cache()
+
+    def _end_streaming(self) -> None:
+        """Closes a reply still streaming, so that it joins the conversation before anything else changes it."""
+        if self._streaming is not None:
+            self._streaming.close()  # a finished or never started stream: nothing happens
+            self._streaming = None
 
     @property
     def last_timings(self):

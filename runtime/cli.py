@@ -35,6 +35,13 @@ cache: $EDGELM_CACHE, else ~/.cache/edgelm
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command. Every error is one line on stderr and a non-zero exit; --verbose adds the traceback."""
+    # onnxruntime's official builds (1.32) record usage telemetry in ~/.cache/Microsoft and send it to Microsoft:
+    # edgelm's commands (and the processes they start) write nothing outside the folders named and the cache,
+    # so they turn it off unless the environment says otherwise. The library leaves that to its host.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    for name in ("stdout", "stderr"):  # a stream closed at start (>&-, 2>&-): what goes there is dropped,
+        if getattr(sys, name) is None:  # not written into the other one (print(file=None) would write stdout)
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # for the life of the process
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
@@ -135,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--kv-dtype", choices=["auto", "float32", "float16", "int8"], default="auto",
                         help="the KV cache's type; float16 halves its bytes, int8 quarters them (calibrated "
                              "scales; faster decoding at depth; fused graph only). auto (default): int8 for int4 "
-                             "and gguf if its KLD against fp32 at long context rises by at most 0.005 (and prompts have a "
-                             "prefill graph), else float32")
+                             "(and gguf where the cache outweighs half the weights at depth 2048) if its KLD "
+                             "against fp32 at long context rises by at most 0.005 (and prompts have a prefill "
+                             "graph), else float32")
     export.add_argument("--no-validate", action="store_true",
                         help="skip the comparison with PyTorch (faster; also: EDGELM_VALIDATE=0)")
     export.add_argument("--force", action="store_true", help="replace the output folder if it exists")
@@ -169,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those before 503 (default 64)")
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
     serve.add_argument("--model-id", default=None, help="the model's name in the API (default: the folder's name)")
-    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default and most: one per core)")
     serve.set_defaults(run=run_serve)
 
     models = _command(commands, "models", f"list the exported models in the cache ({cache_root()})",
@@ -217,7 +225,7 @@ def _add_generation_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--grammar", default=None,
                      help="output following this Lark or GBNF grammar: its text or a file (needs edgelm[json])")
     sub.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
-    sub.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    sub.add_argument("--threads", type=int, default=None, help="CPU threads (default and most: one per core)")
     sub.add_argument("--no-timings", action="store_true", help="do not print the timings line on stderr")
 
 
@@ -231,10 +239,20 @@ def _settings(args) -> dict:
     )
 
 
+FILE_SUFFIXES = (".json", ".gbnf", ".lark", ".ebnf", ".txt")  # a --json-schema or --grammar value naming a file
+
+
 def _text_or_file(value: str | None, flag: str) -> str | None:
-    """The value itself, or the contents of the file it names."""
-    if value is None or value.lstrip().startswith(("{", "[")) or "\n" in value or not os.path.isfile(value):
+    """The value itself, or the contents of the file it names (one that looks like a path must exist)."""
+    if value is None or value.lstrip().startswith(("{", "[")) or "\n" in value:
         return value
+    if not os.path.isfile(value):
+        path_like = not any(c.isspace() for c in value) and (
+            value.lower().endswith(FILE_SUFFIXES) or value.startswith(("/", "./", "../", "~")) or os.path.isdir(value))
+        if not path_like:
+            return value
+        what = "is a folder" if os.path.isdir(value) else "no such file"
+        raise EdgelmError(f"{flag} {value}: {what}; give a file, or the {flag[2:].replace('-', ' ')} itself as text")
     try:
         with open(value, encoding="utf-8") as handle:
             return handle.read()
@@ -315,9 +333,15 @@ def run_serve(args) -> int:
     from .server.serve import CLI_LOG_CONFIG, import_uvicorn, serve
 
     import_uvicorn()  # before the model loads: a missing extra is the first thing to hear about
-    for name, value, low in (("--port", args.port, 0), ("--parallel", args.parallel, 1), ("--max-queue", args.max_queue, 0)):
-        if value < low or (name == "--port" and value > 65535):
-            raise EdgelmError(f"{name} {value} is invalid")
+    for name, value, low, high in (("--port", args.port, 0, 65535), ("--parallel", args.parallel, 1, None),
+                                   ("--max-queue", args.max_queue, 0, None)):
+        if value < low or (high is not None and value > high):
+            limits = f"{low}..{high}" if high is not None else f"{low} or more"
+            raise EdgelmError(f"{name} {value} is invalid: use {limits}")
+    if args.api_key is not None and not args.api_key.strip():
+        raise EdgelmError("--api-key is empty: give a key (clients then send it as Authorization: Bearer KEY) "
+                          "or leave the option out")
+    _check_host(args.host, args.port)
     model = load(args.model, threads=args.threads)
     model.runner.open_prefill_graph()  # a damaged one is named here, before anything says "serving"
     model_id = args.model_id or Path(str(args.model).rstrip("/")).name
@@ -328,10 +352,30 @@ def run_serve(args) -> int:
     return 0
 
 
+def _check_host(host: str, port: int) -> None:
+    """Refuses a --host that names no address of this machine, or a port in use, before the model loads
+    (uvicorn would fail only after)."""
+    import errno
+    import socket
+
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+                probe.bind(address)
+                return
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise EdgelmError(f"--port {port} is in use on {host}: stop what listens there, or give another "
+                              "port") from None
+        raise EdgelmError(f"--host {host} cannot be listened on ({exc.strerror or exc}): give an address of this "
+                          "machine, 127.0.0.1 (the default) or 0.0.0.0 for every interface") from None
+
+
 def run_models(args) -> int:
     from .cache import cached_models, remove_cached, table
 
-    if args.remove:
+    if args.remove is not None:
         print(f"removed {remove_cached(args.remove)}")
         return 0
     models = cached_models()

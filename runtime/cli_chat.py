@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import sys
 
+from .errors import EdgelmError
+
 HELP = """commands (never sent to the model):
   /help   this list
   /reset  forget the conversation so far (the --system prompt stays)
-  /exit   leave (also /quit, Ctrl-D)"""
+  /exit   leave (also /quit, Ctrl-D)
+Ctrl-C stops a reply (what it said so far stays in the conversation); at the prompt it leaves."""
 
 
 def chat_loop(model, system: str | None, message: str | None, settings: dict, timings: bool) -> int:
@@ -31,6 +34,9 @@ def chat_loop(model, system: str | None, message: str | None, settings: dict, ti
     if message is not None:
         _reply(session, message, timings)
         return 0
+    if sys.stdin is None:  # started with stdin closed (<&-)
+        raise EdgelmError("standard input is closed, and edgelm chat reads the conversation from it; give the "
+                          "message as an argument (edgelm chat MODEL \"...\") to answer just that")
     interactive = sys.stdin.isatty()
     if interactive:
         print("chatting; /help lists the commands", file=sys.stderr)
@@ -53,15 +59,26 @@ def chat_loop(model, system: str | None, message: str | None, settings: dict, ti
             print("(conversation cleared)", file=sys.stderr)
         elif command.startswith("/") and " " not in command:
             print(f"unknown command {command}; /help lists the commands", file=sys.stderr)
+        elif interactive:
+            try:
+                _reply(session, text, timings)
+            except KeyboardInterrupt:  # Ctrl-C stops this reply, not the conversation
+                session.reset_cache()
+                end_line()
+                print("(reply stopped)", file=sys.stderr)
         else:
             _reply(session, text, timings)
 
 
 def _reply(session, text: str, timings: bool) -> None:
     """Streams the model's answer to `text`; the session keeps both."""
-    for piece in session.stream(text):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    pieces = session.stream(text)
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    finally:
+        pieces.close()  # an interrupted reply joins the conversation as far as it went
     end_line()
     if timings:
         print(f"[{session.last_timings.summary()}]", file=sys.stderr, flush=True)

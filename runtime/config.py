@@ -58,7 +58,11 @@ class GenerationConfig:
                 raise EdgelmError(f"{name}{key}={value!r:.60} is invalid: use None or a non-empty string")
         chosen = [key for key in ("json_schema", "regex", "grammar") if getattr(self, key) is not None]
         if len(chosen) > 1:
-            raise EdgelmError(f"{name}: {' and '.join(chosen)} are both set; constrain the output with one of them")
+            raise EdgelmError(f"{name[:-1]}: {' and '.join(chosen)} are both set; "
+                              "constrain the output with one of them")
+        if chosen and self.eos_token_ids == ():
+            raise EdgelmError(f"{name}eos_token_ids=() with {chosen[0]}: a constrained output ends on an "
+                              "end-of-sequence token, so it needs one; use None (the model's own) or a list of ids")
         set_(self, "logprobs", check_bool(name + "logprobs", self.logprobs))
 
     @property

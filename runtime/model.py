@@ -168,6 +168,9 @@ class Model:
             return None
         if eos is None:
             eos = config.eos_token_ids if config.eos_token_ids is not None else tuple(self.manifest.tokens.eos_token_ids)
+        if not eos:
+            raise EdgelmError("a constrained output (json_schema, regex, grammar) ends on an end-of-sequence token, "
+                              "and this model names none (manifest tokens.eos_token_ids): give eos_token_ids=[...]")
         return make_constraint(self._token_table(eos), config.json_schema, config.regex, config.grammar)
 
     def _token_table(self, eos: tuple[int, ...]):
@@ -262,6 +265,9 @@ class Model:
     def chat_ids(self, messages: list[dict]) -> list[int]:
         """The token ids of `messages` rendered by the chat template, ready for the assistant's reply."""
         prompt = self.chat_template.render(messages, add_generation_prompt=True)
+        if not prompt.strip():
+            raise EdgelmError(f"the chat template of {self.folder} turned these messages into no text; check the "
+                              "folder's template (manifest tokens.chat_template_file) or re-export the model")
         return self.encode(prompt, add_special_tokens=False)  # the template already wrote BOS if the model wants it
 
     def chat_stream(self, messages: list[dict], config: GenerationConfig | None = None, **settings) -> Iterator[str]:

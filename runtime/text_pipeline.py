@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 TRANSFORMERS_SAMPLING = GenerationConfig(temperature=1.0, top_k=50)  # what transformers samples with by default
 
 
-def resolve_model(model: str | Path, precision: str = "int4", validate: bool | None = None) -> Path:
+def resolve_model(model: str | Path, precision: str | None = None, validate: bool | None = None) -> Path:
     """An edgelm model folder for `model`: the folder itself, or an export cached once.
 
     `model` is an edgelm folder, an alias (`smollm2-135m`), a Hugging Face folder or hub id,
@@ -29,7 +29,8 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
 
     Args:
         model: what to load.
-        precision: for an export made here: 'int4', 'int8', 'fp32' or 'gguf' (a .gguf source only).
+        precision: for an export made here: 'int4' (None: the default), 'int8', 'fp32' or 'gguf' (a .gguf
+            source only). Given with an edgelm folder, it must be the folder's own.
         validate: compare an export made here with PyTorch; None follows $EDGELM_VALIDATE (default on).
     Raises:
         EdgelmError: for a name that is no folder, file, alias or hub id, or when exporting fails.
@@ -37,8 +38,14 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
     if not isinstance(model, (str, os.PathLike)) or not str(model):
         raise EdgelmError(f"model={model!r} is invalid: give a model folder, an alias ({', '.join(ALIASES)}), "
                           "a Hugging Face folder or hub id, or a .gguf file")
+    if precision is not None and precision not in PRECISIONS:
+        raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     path = Path(model).expanduser()
     if (path / MANIFEST_NAME).is_file():
+        held = _folder_precision(path)
+        if precision is not None and held is not None and precision != held:
+            raise EdgelmError(f"{path} holds a {held} export, and precision={precision!r} applies only to exports "
+                              f"made here: leave precision out, or export the source again at {precision}")
         return path
     if path.exists() and not path.is_dir() and path.suffix != ".gguf":
         raise EdgelmError(f"{path} is a file but not a .gguf file: give an edgelm model folder, a Hugging Face "
@@ -46,8 +53,7 @@ def resolve_model(model: str | Path, precision: str = "int4", validate: bool | N
     check_model_name(str(model))
     if path.is_dir() and not (path / "config.json").is_file():
         raise EdgelmError(f"{path} is not an edgelm model folder (no {MANIFEST_NAME}); create one with: edgelm export SOURCE -o {path}")
-    if precision not in PRECISIONS:
-        raise EdgelmError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    precision = precision or "int4"
     folder = cached_export_folder(str(model), precision)
     if (folder / MANIFEST_NAME).is_file():
         revision = cached_revision(folder)
@@ -74,6 +80,15 @@ def exported_again(model: str, folder: Path, precision: str, validate: bool | No
                    folder, revision, EXPORT_REVISION)
     export_model(model, folder, precision=precision, check=validate, force=True)
     return folder
+
+
+def _folder_precision(folder: Path) -> str | None:
+    """The precision an edgelm folder's manifest records (None if unreadable: loading it names what is wrong)."""
+    try:
+        precision = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return precision if isinstance(precision, str) else None
 
 
 def cached_revision(folder: Path) -> int:
@@ -216,7 +231,7 @@ class TextGenerationPipeline:
 def pipeline(
     task: str = "text-generation",
     model: str | Path | None = None,
-    precision: str = "int4",
+    precision: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     validate: bool | None = None,
@@ -227,10 +242,11 @@ def pipeline(
         task: only 'text-generation'.
         model: an edgelm folder, an alias ('smollm2-135m', 'gemma3-270m'), a Hugging Face
             folder or hub id, or a .gguf file; non-folders are exported once and cached.
-        precision: for exports made here: 'int4' (default), 'int8', 'fp32', or 'gguf' (a .gguf source's
-            own quantized blocks, unchanged: the source's quality, slower decode; see the README).
+        precision: for exports made here: 'int4' (None: the default), 'int8', 'fp32', or 'gguf' (a .gguf
+            source's own quantized blocks, unchanged: the source's quality; see the README). Given with an
+            edgelm folder, it must be the folder's own.
         device: 'cpu' or 'cuda'.
-        threads: CPU threads (default: one per available core).
+        threads: CPU threads (default: one per available core; at most that many).
         validate: for exports made here, compare with PyTorch and record the numbers (slower);
             None (the default) follows $EDGELM_VALIDATE: validate unless it is 0.
     Raises:
@@ -241,8 +257,9 @@ def pipeline(
     """
     if task != "text-generation":
         raise EdgelmError(f"task {task!r} is not supported: edgelm offers 'text-generation'")
-    if model is None:
+    if model is None:  # as transformers' pipeline() does: the default model, and a word that it was chosen
         from .aliases import DEFAULT_MODEL
 
+        logger.warning("edgelm: no model given; using the default, %s (pass model=... to choose)", DEFAULT_MODEL)
         model = DEFAULT_MODEL
     return TextGenerationPipeline(Model(resolve_model(model, precision, validate), device=device, threads=threads))

@@ -7,10 +7,13 @@ testers use.
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # the tests write nothing into ~/.cache/Microsoft either
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0-3: unk, bos, eos, pad
 CHARS = [c for c in string.printable if c.isprintable()]  # 95 characters, space included

@@ -12,6 +12,7 @@ or route, 503 when the queue is full.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,8 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
     Example:
         uvicorn.run(create_app(edgelm.load("smollm2-int4"), "smollm2"), port=8000)
     """
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+        raise EdgelmError("api_key is empty: give a key (every request must then send it) or None for no key")
     model.runner.open_prefill_graph()
     tokens = model.manifest.tokens
     engine = Engine(model.runner, model.tokenizer, tuple(tokens.eos_token_ids), model.manifest.context_length,
@@ -70,7 +73,9 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
             engine.stop()
 
     def check_key(request: Request) -> None:
-        if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if api_key is not None and not (scheme.lower() == "bearer"  # the scheme's case does not matter (RFC 7235)
+                                        and hmac.compare_digest(key.strip().encode(), api_key.encode())):
             raise ApiError(401, "invalid or missing API key: send Authorization: Bearer <key>",
                            "authentication_error", code="invalid_api_key")
 
@@ -89,11 +94,11 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
 
     @app.post("/v1/completions", dependencies=guarded)
     async def completions(body: s.CompletionRequest, request: Request):
-        _check_model(body.model, model_id)
+        _check_request(body, model_id)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise ApiError(400, "give one prompt per request (a string)", param="prompt")
-        ids = _checked_prompt(model, lambda: model.encode(prompts[0]))
+        ids = _checked_prompt(model, lambda: model.encode(prompts[0]), "prompt")
         limit = body.max_tokens if body.max_tokens is not None else model.manifest.context_length
         submission = _submit(engine, ids, _configs(body, limit), model)
         echo = prompts[0] if body.echo else ""
@@ -108,7 +113,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: s.ChatCompletionRequest, request: Request):
-        _check_model(body.model, model_id)
+        _check_request(body, model_id)
         schema = _schema(body.response_format)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
@@ -117,7 +122,7 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
             prompt = model.chat_template.render(messages, add_generation_prompt=True)
             return model.encode(prompt, add_special_tokens=False)  # the template wrote BOS where wanted
 
-        ids = _checked_prompt(model, encode)
+        ids = _checked_prompt(model, encode, "messages")
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         limit = limit if limit is not None else model.manifest.context_length  # OpenAI's: until the context ends
         submission = _submit(engine, ids, _configs(body, limit, schema), model)
@@ -134,24 +139,31 @@ def create_app(model: Model, model_id: str, parallel: int = 4, api_key: str | No
 
 
 # -- requests to engine -------------------------------------------------------------------------------
-def _check_model(name: str | None, model_id: str) -> None:
-    if name is not None and name != model_id:
-        raise ApiError(404, f"the model {name!r} does not exist; this server serves {model_id!r}",
+def _check_request(body: s.CompletionRequest | s.ChatCompletionRequest, model_id: str) -> None:
+    if body.model is not None and body.model != model_id:
+        raise ApiError(404, f"the model {body.model!r} does not exist; this server serves {model_id!r}",
                        param="model", code="model_not_found")
+    name = body.unsupported()
+    if name is not None:
+        raise ApiError(400, f"{name} is not supported by edgelm's server: leave it out (or at its neutral value)",
+                       param=name, code="unsupported_parameter")
 
 
-def _checked_prompt(model: Model, encode) -> list[int]:
-    """Prompt ids from `encode()`, or a 400 for an empty prompt or one that leaves no room in the context."""
+def _checked_prompt(model: Model, encode, param: str) -> list[int]:
+    """Prompt ids from `encode()`, or a 400 for an empty prompt or one that leaves no room in the context.
+
+    `param`: the request field the prompt came from ("prompt" or "messages").
+    """
     try:
         ids = encode()
-    except EdgelmError as exc:
-        raise ApiError(400, str(exc)) from None
+    except EdgelmError as exc:  # the model's folder is the server's business, not the client's
+        raise ApiError(400, str(exc).replace(str(model.folder), "the served model"), param=param) from None
     if not ids:
-        raise ApiError(400, "the prompt is empty: give at least one token of text", param="prompt")
+        raise ApiError(400, "the prompt is empty: give at least one token of text", param=param)
     context = model.manifest.context_length
     if len(ids) >= context:
         raise ApiError(400, f"the prompt has {len(ids)} tokens; this model's context holds {context}",
-                       param="messages", code="context_length_exceeded")
+                       param=param, code="context_length_exceeded")
     return ids
 
 

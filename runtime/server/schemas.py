@@ -1,7 +1,10 @@
 """OpenAI's request and response shapes as pydantic models (the fields edgelm understands).
 
-Unknown fields are ignored, as OpenAI's own server does for fields a model does not use.
-Ranges follow OpenAI's API reference; a value outside them is a 400 invalid_request_error.
+Unknown fields are ignored, as OpenAI's own server does for fields a model does not use; OpenAI's
+sampling and output fields edgelm does not implement (logprobs, penalties, logit_bias, tools, ...)
+are refused when set to anything but their neutral value (`_Request.unsupported`), so that no answer
+silently lacks what was asked. Types are strict (JSON's own: "5" is no integer, true no number), and
+ranges follow OpenAI's API reference; a value outside them is a 400 invalid_request_error.
 """
 
 from __future__ import annotations
@@ -15,8 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_N = 16  # choices per request at most (each takes a row of the batch)
 
 
+STRICT = ConfigDict(extra="ignore", strict=True)
+# OpenAI fields edgelm does not implement, and the values that ask for nothing (accepted)
+UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "logit_bias": (None, {}),
+               "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "best_of": (None, 1),
+               "suffix": (None, ""), "tools": (None, []), "functions": (None, [])}
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     model: str | None = None  # the served model's id; None: the only model
     max_tokens: int | None = Field(None, ge=0)  # new tokens at most
@@ -31,6 +41,19 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+    tools: list | None = None
+    functions: list | None = None
+
+    def unsupported(self) -> str | None:
+        """The first OpenAI field set to ask for what edgelm does not implement, or None."""
+        return next((name for name, neutral in UNSUPPORTED.items() if getattr(self, name) not in neutral), None)
 
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -38,6 +61,8 @@ class _Request(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = STRICT
+
     include_usage: bool = False  # a last chunk with usage and no choices
 
 
@@ -48,12 +73,14 @@ class CompletionRequest(_Request):
 
 
 class TextPart(BaseModel):
+    model_config = STRICT
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -65,7 +92,7 @@ class ChatMessage(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: Literal["text", "json_object", "json_schema"] = "text"
 

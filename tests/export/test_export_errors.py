@@ -39,9 +39,18 @@ def test_alias_without_its_package_names_the_pip_command(tmp_path, monkeypatch):
 def test_existing_output_is_not_overwritten_without_force(tmp_path, hf_folder):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(EdgelmError, match="already exists"):
+    with pytest.raises(EdgelmError, match="already exists and is a folder that is no edgelm model folder, which "
+                                          "edgelm never replaces"):  # no advice to pass --force, which would refuse
         export_model(str(hf_folder("llama")), tmp_path / "out", quiet=True)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_a_damaged_gguf_is_named_with_what_to_do(tmp_path):
+    damaged = tmp_path / "model.gguf"
+    damaged.write_bytes(b"GGUF" + bytes([3, 0, 0, 0]) + bytes(range(256)) * 4)  # the magic, then garbage
+    with pytest.raises(EdgelmError, match="could not load .*model.gguf .*download it again"):
+        export_model(str(damaged), tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
 
 
 def test_failure_midway_leaves_no_folder(tmp_path, hf_folder, monkeypatch):

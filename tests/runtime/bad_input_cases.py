@@ -164,6 +164,12 @@ def _chat_template_not_utf8(ctx):
     edgelm.load(folder).chat([{"role": "user", "content": "Hi"}], max_new_tokens=1)
 
 
+def _chat_template_empty(ctx):
+    folder = ctx.copy()
+    (folder / "chat_template.jinja").write_text("")
+    edgelm.load(folder).chat([{"role": "user", "content": "Hi"}], max_new_tokens=1)
+
+
 def _nan_weights(ctx):
     folder = ctx.copy()
     data = folder / "model.onnx.data"
@@ -191,6 +197,7 @@ FILE_CASES = [
     ("chat-template-file-missing", _chat_template("nothere.jinja")),
     ("chat-template-symlink-outside", _chat_template_symlink),
     ("chat-template-not-utf8", _chat_template_not_utf8),
+    ("chat-template-renders-nothing", _chat_template_empty),  # once blamed the user's prompt as empty
     ("weights-all-nan", _nan_weights),
     ("tokenizer-added-token-beyond-vocab", _tokenizer_beyond_vocab),
 ]
@@ -253,6 +260,8 @@ SETTING_CASES = [
     ("encode-none", lambda ctx: ctx.model.encode(None)),
     ("threads-negative", lambda ctx: edgelm.load(ctx.folder, threads=-1)),
     ("threads-string", lambda ctx: edgelm.load(ctx.folder, threads="2")),
+    ("threads-beyond-cores", lambda ctx: edgelm.load(ctx.folder, threads=1000)),  # once a hang (1000 threads)
+    ("regex-without-eos", _gen(regex="[0-9]{3}", eos_token_ids=[])),  # once an IndexError
     ("load-verify-corrupt-weights", lambda ctx: _verify_corrupt(ctx)),
 ]
 
@@ -329,6 +338,10 @@ PIPELINE_CASES = [
     ("pipeline-prompt-list-with-none", lambda ctx: ctx.pipeline(["Hi", None], max_new_tokens=2)),
     ("pipeline-model-int", lambda ctx: edgelm.pipeline("text-generation", model=5)),
     ("pipeline-regular-file-not-gguf", lambda ctx: ctx.resolve_file()),
+    # a folder's precision is its own: once ignored without a word
+    ("pipeline-precision-unknown", lambda ctx: edgelm.pipeline("text-generation", model=ctx.folder, precision="int3")),
+    ("pipeline-precision-not-the-folders", lambda ctx: edgelm.pipeline("text-generation", model=ctx.folder,
+                                                                         precision="int8")),
 ]
 
 
@@ -351,6 +364,8 @@ CLI_CASES = [
     ("cli-seed-negative", _cli("generate", "MODEL", HELLO, "--temperature", "1", "--seed", "-1")),
     ("cli-top-k-negative", _cli("generate", "MODEL", HELLO, "--top-k", "-5")),
     ("cli-threads-negative", _cli("generate", "MODEL", HELLO, "--threads", "-1")),
+    ("cli-threads-beyond-cores", _cli("generate", "MODEL", HELLO, "--threads", "1000")),
+    ("cli-json-schema-missing-file", _cli("generate", "MODEL", HELLO, "--json-schema", "/no/such/schema.json")),
     ("cli-prompt-surrogate-escaped", _cli("generate", "MODEL", "Hi \udcff", "-n", "2")),
     ("cli-prompt-empty", _cli("generate", "MODEL", "", "-n", "2")),
     ("cli-nan-weights", _cli_nan),

@@ -125,6 +125,20 @@ def test_reset_keeps_the_system_prompt_and_a_cut_reply_joins_the_conversation(mo
     assert model.last_timings.cached_tokens > 0  # the system prompt's tokens are still cached
 
 
+def test_a_new_turn_ends_a_reply_still_streaming_and_its_own_reply_is_a_fresh_prefills(model):
+    """send() while the last turn's stream is open: that reply ends where it stood, as closing it would."""
+    session = model.chat_session(**GREEDY)
+    pieces = session.stream(TURNS[0])
+    first = next(pieces)
+    messages = [{"role": "user", "content": TURNS[0]}, {"role": "assistant", "content": first},
+                {"role": "user", "content": TURNS[1]}]
+    expected = model.decode(fresh_tokens(model, messages, **GREEDY))
+    assert session.send(TURNS[1]) == expected  # as if the cut reply had been closed, then this turn sent
+    assert session.messages == [*messages, {"role": "assistant", "content": expected}]
+    assert list(pieces) == []  # the old stream yields nothing more, and writes nothing into the conversation
+    assert session.messages[-1] == {"role": "assistant", "content": expected}
+
+
 def test_a_failed_turn_leaves_the_conversation_as_it_was(model):
     session = model.chat_session()
     with pytest.raises(edgelm.EdgelmError, match="context holds"):

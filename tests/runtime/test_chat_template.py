@@ -29,3 +29,15 @@ def test_special_tokens_and_raise_exception_are_available():
 def test_bad_message_shape_is_explained():
     with pytest.raises(EdgelmError, match="'role' and 'content'"):
         ChatTemplate(SMOL_LIKE).render([{"text": "hi"}])
+
+
+def test_a_template_that_renders_nothing_is_named_not_the_prompt(exported, tmp_path):
+    import shutil
+
+    import edgelm
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported("llama", "fp32"), folder)
+    (folder / "chat_template.jinja").write_text("{# nothing #}")
+    with pytest.raises(EdgelmError, match="the chat template of .* turned these messages into no text"):
+        edgelm.load(folder).chat([{"role": "user", "content": "Hi"}], max_new_tokens=1)

@@ -42,6 +42,30 @@ def test_closed_pipe_ends_quietly(exported):
     assert result.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
 
 
+def test_the_command_writes_no_onnxruntime_telemetry_into_the_home_folder(exported, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env["HOME"] = str(tmp_path)  # onnxruntime 1.32 would write ~/.cache/Microsoft/DeveloperTools/.onnxruntime
+    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "generate", str(exported("llama", "int4")), "Hi",
+                             "-n", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
+
+
+@pytest.mark.parametrize("closed", ["2>&-", "<&- 2>&-"])
+def test_a_closed_stderr_keeps_timings_and_errors_out_of_stdout(exported, closed):
+    folder = exported("llama", "int4")
+    for args in (f"generate {folder} Hello -n 2", "generate /definitely/not/a/model Hello"):
+        command = f"{sys.executable} -m edgelm.cli {args} {closed}"
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+        assert "[prompt" not in result.stdout and "edgelm: error" not in result.stdout, result.stdout
+
+
+def test_chat_with_stdin_closed_says_so(exported):
+    command = f"{sys.executable} -m edgelm.cli chat {exported('llama', 'fp32')} -n 2 <&-"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "standard input is closed" in result.stderr, result.stderr
+
+
 def test_chat_one_message(exported):
     result = run("chat", str(exported("llama", "fp32")), "Hi", "-n", "4", "--no-timings")
     assert result.returncode == 0, result.stderr
@@ -116,6 +140,23 @@ def test_models_remove(cache):
     refused = run("models", "--remove", "not-a-model", env={"EDGELM_CACHE": str(cache)})
     assert refused.returncode == 2 and "no cached model called 'not-a-model'" in refused.stderr
     assert (cache / "not-a-model").is_dir()
+
+
+def test_models_lists_and_removes_a_damaged_export_and_a_link_without_its_target(cache, tmp_path_factory):
+    (cache / "tiny-gpt2-fp32" / "edgelm.json").write_text('{"precision": "fp3')  # truncated
+    target = tmp_path_factory.mktemp("elsewhere") / "model"
+    shutil.copytree(cache / "tiny-llama-int4", target)
+    (cache / "linked").symlink_to(target)
+    env = {"EDGELM_CACHE": str(cache)}
+    listed = run("models", env=env)
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"tiny-llama-int4", "tiny-gpt2-fp32", "linked"} and "damaged" in rows["tiny-gpt2-fp32"]
+    for name in ("tiny-gpt2-fp32", "linked"):
+        result = run("models", "--remove", name, env=env)
+        assert result.returncode == 0 and not (cache / name).exists(), result.stderr
+    assert (target / "edgelm.json").is_file()  # the link went, not what it pointed to
+    empty = run("models", "--remove", "", env=env)
+    assert empty.returncode == 2 and "no cached model called ''" in empty.stderr
 
 
 def test_models_on_an_empty_cache(tmp_path):

@@ -170,12 +170,14 @@ def test_a_byte_level_vocabulary_behind_a_byte_fallback_decoder_is_still_byte_le
 
 
 @pytest.mark.parametrize("settings_, message", [
-    (dict(json_schema={"type": "object"}, regex="a"), "json_schema and regex"),
+    (dict(json_schema={"type": "object"}, regex="a"), "^GenerationConfig: json_schema and regex are both set"),
     (dict(json_schema="{not json"), "not valid JSON"),
     (dict(json_schema=[1, 2]), "must be a JSON schema"),
     (dict(regex=""), "regex"),
     (dict(grammar=3), "grammar"),
     (dict(logprobs="yes"), "logprobs"),
+    (dict(regex="[0-9]{3}", eos_token_ids=[]), r"eos_token_ids=\(\) with regex: a constrained output ends on"),
+    (dict(json_schema={"type": "integer"}, eos_token_ids=()), "eos_token_ids=.* with json_schema"),
 ])
 def test_bad_settings_name_the_field(settings_, message):
     with pytest.raises(edgelm.EdgelmError, match=message):
@@ -209,3 +211,16 @@ def test_edgelm_generate_takes_a_schema_file(exported, tmp_path):
                  "--no-timings")
     assert result.returncode == 0, result.stderr
     jsonschema.validate(json.loads(result.stdout[len("JSON: "):]), schema)
+
+
+@pytest.mark.parametrize("flag, name, message", [
+    ("--json-schema", "missing.json", "no such file"),
+    ("--grammar", "grammar.gbnf", "no such file"),
+    ("--json-schema", ".", "is a folder"),
+])
+def test_edgelm_generate_names_a_schema_or_grammar_file_that_is_not_there(exported, tmp_path, flag, name, message):
+    from tests.runtime.test_cli import run
+
+    path = tmp_path / name if name != "." else tmp_path
+    result = run("generate", str(exported("llama", "fp32")), "x", flag, str(path))
+    assert result.returncode == 2 and f"{flag} {path}: {message}" in result.stderr, result.stderr

@@ -172,3 +172,18 @@ def test_lists_and_return_sequences_run_batched_and_equal_singles(exported):
     assert len(sampled) == 3
     assert sampled == generator("Hi", max_new_tokens=8, do_sample=True, seed=5, num_return_sequences=3)
     assert sampled[1] == generator("Hi", max_new_tokens=8, do_sample=True, seed=6)[0]  # sequence i has seed + i
+
+
+def test_without_a_model_the_default_is_named(monkeypatch, caplog, exported):
+    from edgelm import aliases, text_pipeline
+
+    monkeypatch.setattr(aliases, "DEFAULT_MODEL", str(exported("llama", "fp32")))  # a folder: nothing to export
+    with caplog.at_level("WARNING", logger="edgelm"):
+        generator = text_pipeline.pipeline("text-generation")
+    assert "no model given; using the default" in caplog.text
+    assert generator("Hi", max_new_tokens=2)[0]["generated_text"].startswith("Hi")
+
+
+def test_a_folders_own_precision_may_be_named(exported):
+    folder = exported("llama", "fp32")
+    assert edgelm.pipeline("text-generation", model=str(folder), precision="fp32").model.folder == folder

@@ -112,7 +112,32 @@ def test_invalid_requests(client, kwargs, status):
     assert err.value.status_code == status
     assert err.value.body["message"] and err.value.body["type"]
     if "prompt" in kwargs:
-        assert err.value.body["code"] == "context_length_exceeded"
+        assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "prompt"
+
+
+@pytest.mark.parametrize("field, value", [("max_tokens", "5"), ("max_tokens", True), ("stream", "yes"),
+                                          ("temperature", "0.5"), ("n", 1.5), ("stream_options", {"include_usage": 1})])
+def test_values_of_the_wrong_json_type_are_refused_not_converted(server, field, value):
+    body = {"prompt": "Hi", "max_tokens": 2, "stream": field == "stream_options", field: value}
+    response = httpx.post(server[0] + "/v1/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(field)
+
+
+@pytest.mark.parametrize("extra", [dict(logprobs=True), dict(top_logprobs=2), dict(presence_penalty=0.5),
+                                   dict(frequency_penalty=-1), dict(logit_bias={"5": 10}),
+                                   dict(tools=[{"type": "function", "function": {"name": "f"}}])])
+def test_what_edgelm_does_not_implement_is_refused_by_name(client, extra):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                       **extra)
+    assert err.value.body["param"] == next(iter(extra)) and err.value.body["code"] == "unsupported_parameter"
+
+
+def test_neutral_values_of_what_edgelm_does_not_implement_are_accepted(client):
+    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                           logprobs=False, presence_penalty=0, frequency_penalty=0.0, logit_bias={})
+    assert reply.choices[0].finish_reason
 
 
 def test_response_format_constrains_the_reply(client):
@@ -152,6 +177,16 @@ def test_api_key_guards_everything_but_health(tiny_model):
             bad.models.list()
         good = openai.OpenAI(base_url=url + "/v1", api_key="sesame", max_retries=0)
         assert good.completions.create(model="tiny", prompt="Hi", max_tokens=2).choices
+        for header, status in (("bearer sesame", 200), ("BEARER sesame", 200), ("Bearer", 401), ("sesame", 401),
+                               ("Basic sesame", 401)):  # the scheme's case does not matter; the key's does
+            assert httpx.get(url + "/v1/models", headers={"Authorization": header}).status_code == status, header
+
+
+def test_an_empty_api_key_is_refused(tiny_model):
+    with pytest.raises(edgelm.EdgelmError, match="api_key is empty"):
+        from edgelm.server.app import create_app
+
+        create_app(tiny_model, "tiny", api_key="")
 
 
 @pytest.fixture(scope="module")

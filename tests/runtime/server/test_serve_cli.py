@@ -8,6 +8,7 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from .conftest import free_port
 
@@ -36,10 +37,24 @@ def test_edgelm_serve_answers_and_stops_on_sigterm(exported):
     assert '"POST /v1/completions HTTP/1.1" 200' in stderr  # uvicorn's access log, on stderr
 
 
-def test_serve_rejects_bad_options_before_loading(tmp_path):
+@pytest.mark.parametrize("options, message", [
+    (["--parallel", "0"], "--parallel 0 is invalid: use 1 or more"),
+    (["--port", "70000"], "--port 70000 is invalid: use 0..65535"),
+    (["--api-key", ""], "--api-key is empty"),
+    (["--host", "999.1.1.1"], "--host 999.1.1.1 cannot be listened on"),
+    (["--port", "PORT_IN_USE"], "is in use on 127.0.0.1"),
+])
+def test_serve_rejects_bad_options_before_loading(tmp_path, capsys, options, message):
+    import socket
+
     from edgelm.cli import main
 
-    assert main(["serve", str(tmp_path), "--parallel", "0"]) == 2
+    with socket.socket() as taken:  # a port something already listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = [str(taken.getsockname()[1]) if o == "PORT_IN_USE" else o for o in options]
+        assert main(["serve", str(tmp_path), *options]) == 2  # tmp_path is no model: loading would fail otherwise
+    assert message in capsys.readouterr().err
 
 
 def test_a_damaged_prefill_graph_is_one_line_before_serving(prefill_folder, tmp_path):
