@@ -7,6 +7,7 @@ testers use.
 
 from __future__ import annotations
 
+import logging
 import os
 import string
 from pathlib import Path
@@ -114,3 +115,15 @@ def prefill_folder(hf_folder, tmp_path_factory):
     export_model(str(hf_folder("llama")), out, precision="int4", int4_method="rtn", prefill_graph=True,
                  kv_dtype="float32", check=False, quiet=True)
     return out
+
+
+@pytest.fixture
+def in_process_cli():
+    """For tests that call `edgelm.cli.main` in this process: the handler it adds to the `edgelm` logger writes to
+    the test's stderr (capsys: closed afterwards), so the logger is put back as it was."""
+    logger = logging.getLogger("edgelm")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate

@@ -50,7 +50,7 @@ def test_also_takes_huge_pages_off_and_options_together(tmp_path):
     (["--depth", "100000"], "--depth 100000 plus --tg"),
 ])
 def test_edgelm_bench_refuses_what_would_fail_or_be_lost_before_measuring(exported, monkeypatch, capsys, options,
-                                                                           message):
+                                                                           message, in_process_cli):
     import edgelm.benchmarks.cli
     from edgelm.cli import main
 

@@ -84,11 +84,15 @@ def test_progress_bar_only_when_watched(monkeypatch):
     fake.isatty = lambda: True
     monkeypatch.setattr(sys, "stderr", fake)
     logger = logging.getLogger("edgelm.export")
-    monkeypatch.setattr(logger, "level", logging.WARNING)
-    assert progress_bar(items) is items  # nobody asked for progress
-    monkeypatch.setattr(logger, "level", logging.INFO)
-    assert list(progress_bar(items, description="x")) == items
-    assert progress_bar(items, quiet=True) is items
+    original = logger.level
+    try:  # setLevel, not the attribute: it also clears the loggers' level cache (an in-process `edgelm` command
+        logger.setLevel(logging.WARNING)  # earlier in the session may have set "edgelm" to INFO)
+        assert progress_bar(items) is items  # nobody asked for progress
+        logger.setLevel(logging.INFO)
+        assert list(progress_bar(items, description="x")) == items
+        assert progress_bar(items, quiet=True) is items
+    finally:
+        logger.setLevel(original)
 
 
 def test_transformers_progress_bars_restored():

@@ -44,7 +44,7 @@ def test_edgelm_serve_answers_and_stops_on_sigterm(exported):
     (["--host", "999.1.1.1"], "--host 999.1.1.1 cannot be listened on"),
     (["--port", "PORT_IN_USE"], "is in use on 127.0.0.1"),
 ])
-def test_serve_rejects_bad_options_before_loading(tmp_path, capsys, options, message):
+def test_serve_rejects_bad_options_before_loading(tmp_path, capsys, options, message, in_process_cli):
     import socket
 
     from edgelm.cli import main
