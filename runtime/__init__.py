@@ -54,12 +54,11 @@ def load(folder: str | Path, device: str = "cpu", threads: int | None = None, ve
         model = edgelm.load("smollm2-int4")
         print(model.generate("Machine learning is", max_new_tokens=30))
     """
-    from .model import Model
-    from .text_pipeline import resolve_model
+    from .text_pipeline import open_model, resolve_model
 
     if not isinstance(folder, (str, os.PathLike)):
         raise EdgelmError(f"folder={folder!r} is invalid: give the path of a folder made by `edgelm export`, or an alias")
     path = Path(folder).expanduser()
     if not path.is_dir():
         path = resolve_model(str(folder))
-    return Model(path, device=device, threads=threads, verify=verify, prefill_graph=prefill_graph)
+    return open_model(path, device=device, threads=threads, verify=verify, prefill_graph=prefill_graph)

@@ -61,8 +61,9 @@ def check_text(name: str, value, allow_empty: bool = True) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EdgelmError(
-            f"{name} holds a lone surrogate {value[exc.start]!r} at character {exc.start}, which is not text; "
-            "decode the input with errors='replace' or remove it"
+            f"{name} holds a lone surrogate {value[exc.start]!r} at character {exc.start}, which is not text (an "
+            "undecodable byte of the input, or half of a UTF-16 pair): replace or remove it (in Python: decode "
+            "the input with errors='replace')"
         ) from None
     if not allow_empty and not value:
         raise EdgelmError(f"{name} is empty: give at least one character of text")

@@ -67,6 +67,19 @@ def resolve_model(model: str | Path, precision: str | None = None, validate: boo
     return folder
 
 
+def open_model(folder: Path, **options) -> Model:
+    """`Model(folder, **options)`; a damaged cached export's error also says how to have it made again."""
+    from .aliases import cache_root
+
+    try:
+        return Model(folder, **options)
+    except EdgelmError as exc:
+        if Path(folder).resolve().parent != cache_root().resolve():
+            raise
+        raise EdgelmError(f"{exc} ({folder.name} is a cached export: `edgelm models --remove {folder.name}` "
+                          "removes it, and the next use exports it again)") from exc
+
+
 def exported_again(model: str, folder: Path, precision: str, validate: bool | None, revision: int) -> Path:
     """`folder`, a cached export of an older export revision, made again by this exporter (where it is installed)."""
     try:
@@ -262,4 +275,4 @@ def pipeline(
 
         logger.warning("edgelm: no model given; using the default, %s (pass model=... to choose)", DEFAULT_MODEL)
         model = DEFAULT_MODEL
-    return TextGenerationPipeline(Model(resolve_model(model, precision, validate), device=device, threads=threads))
+    return TextGenerationPipeline(open_model(resolve_model(model, precision, validate), device=device, threads=threads))

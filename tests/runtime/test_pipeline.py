@@ -187,3 +187,19 @@ def test_without_a_model_the_default_is_named(monkeypatch, caplog, exported):
 def test_a_folders_own_precision_may_be_named(exported):
     folder = exported("llama", "fp32")
     assert edgelm.pipeline("text-generation", model=str(folder), precision="fp32").model.folder == folder
+
+
+def test_a_damaged_cached_export_says_how_to_have_it_made_again(exported, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path))
+    cached = tmp_path / "smollm2-135m-int4"
+    shutil.copytree(exported("gpt2", "int4"), cached)
+    (cached / "tokenizer.json").write_text("{")
+    with pytest.raises(edgelm.EdgelmError, match="edgelm models --remove smollm2-135m-int4"):
+        edgelm.load("smollm2-135m")
+    folder = tmp_path / "mine" / "model"  # not directly in the cache folder
+    shutil.copytree(cached, folder)
+    with pytest.raises(edgelm.EdgelmError) as outside:  # a folder of the user's own: no word of the cache
+        edgelm.load(folder)
+    assert "models --remove" not in str(outside.value)
