@@ -207,6 +207,7 @@ class Model:
 
         A list of prompts runs as one batch (continuous batching: every step decodes all of them
         in one graph run) and returns a list of continuations; greedy ones equal those made alone.
+        A batch records no `last_timings` and no logprobs (those are one generation's).
         Example:
             model.generate("Machine learning is", max_new_tokens=20)
             model.generate(["Once upon a time", "The capital of France is"], max_new_tokens=20)
@@ -226,6 +227,10 @@ class Model:
         """
         if len(prompts) != len(configs):
             raise EdgelmError(f"{len(prompts)} prompts but {len(configs)} configs: give one config per prompt")
+        if any(cfg.logprobs for cfg in configs):
+            raise EdgelmError("logprobs=True records one generation's log-probabilities (in last_timings): "
+                              "generate one prompt at a time to have them")
+        self.last_timings = Timings()  # timings are one generation's: a batch leaves none (not the last one's)
         checked = [self._checked_prompt(ids, f"prompts[{i}]") for i, ids in enumerate(prompts)]
         if not checked:
             return []

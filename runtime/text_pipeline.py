@@ -17,7 +17,14 @@ from .model_names import check_model_name
 
 logger = logging.getLogger(__name__)
 
-TRANSFORMERS_SAMPLING = GenerationConfig(temperature=1.0, top_k=50)  # what transformers samples with by default
+# transformers' TextGenerationPipeline (4.57) samples unless told otherwise: do_sample=True, temperature 0.7,
+# top-k 50 (generate's), 256 new tokens; a model's own generation_config.json settings come first
+PIPELINE_DEFAULTS = GenerationConfig(temperature=0.7, top_k=50, max_new_tokens=256)
+# transformers call arguments that have nothing to do here: accepted and ignored (batches are formed by the engine,
+# padding does not exist, the detokenizer writes text as the tokenizer's decoder does)
+IGNORED_ARGUMENTS = ("batch_size", "pad_token_id", "clean_up_tokenization_spaces")
+INSTEAD = {"stop_sequence": "stop_strings=", "generation_config": "the settings as arguments (or model.generate(text, "
+           "config))", "eos_token_ids": "eos_token_id=", "max_tokens": "max_new_tokens="}
 
 
 def resolve_model(model: str | Path, precision: str | None = None, validate: bool | None = None) -> Path:
@@ -146,37 +153,54 @@ class TextGenerationPipeline:
         min_p: float | None = None,
         repetition_penalty: float | None = None,
         num_return_sequences: int = 1,
-        return_full_text: bool = True,
+        return_full_text: bool | None = None,
         stop_strings: str | list[str] | None = None,
         seed: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        continue_final_message: bool | None = None,
         json_schema=None,
         regex: str | None = None,
         grammar: str | None = None,
+        **ignored,
     ):
-        """Continues one text, a list of texts, or one chat (a list of role/content dicts).
+        """Continues one text, a list of texts, one chat (a list of role/content dicts) or a list of chats.
 
-        Args mirror transformers: `max_length` counts prompt and new tokens, `max_new_tokens`
-        only new ones (it wins when both are given); sampling happens only with `do_sample=True`.
-        `json_schema` (a dict or pydantic model), `regex` or `grammar` (Lark or GBNF) constrain
-        the new text (needs llguidance: pip install 'edgelm[json]').
+        Args mirror transformers' TextGenerationPipeline (4.57): `max_length` counts prompt and new
+        tokens, `max_new_tokens` only new ones (it wins when both are given; neither: the model's own
+        default, else 256). Like transformers' pipeline it samples unless `do_sample=False`: at the
+        model's own sampling settings where its generation_config.json has them, else temperature 0.7
+        and top-k 50. `stop_strings` end the text before the stop string (transformers keeps it).
+        A chat whose last message is the assistant's is continued (`continue_final_message`, as in
+        transformers). `batch_size`, `pad_token_id` and `clean_up_tokenization_spaces` are accepted
+        and have nothing to do. `json_schema` (a dict or pydantic model), `regex` or `grammar` (Lark or
+        GBNF) constrain the new text (needs llguidance: pip install 'edgelm[json]').
         Returns:
-            [{'generated_text': str}] per sequence; a list of such lists for a list of texts.
+            [{'generated_text': str}] per sequence (for a chat: the conversation with the reply, or the
+            reply alone with return_full_text=False); a list of such lists for a list of inputs.
         Raises:
-            EdgelmError: for a setting of the wrong type or range, do_sample=True with temperature=0,
-                an empty prompt or one with a lone surrogate, or a malformed chat. A `max_length` not
-                above the prompt length is only warned about (logger "edgelm.pipeline"), as in transformers.
+            EdgelmError: for a setting of the wrong type or range, an argument edgelm does not know,
+                do_sample=True with temperature=0, a `max_length` not above the prompt (as transformers
+                raises), an empty prompt or one with a lone surrogate, or a malformed chat.
         """
+        unknown = [name for name in ignored if name not in IGNORED_ARGUMENTS]
+        if unknown:
+            hints = "; ".join(f"for {name} use {INSTEAD[name]}" for name in unknown if name in INSTEAD)
+            raise EdgelmError(f"edgelm's pipeline takes no {', '.join(unknown)}" + (f" ({hints})" if hints else "")
+                              + "; it takes max_length, max_new_tokens, do_sample, temperature, top_k, top_p, min_p, "
+                              "repetition_penalty, num_return_sequences, return_full_text, stop_strings, seed, "
+                              "eos_token_id, continue_final_message, json_schema, regex, grammar")
         n = check_int("num_return_sequences", num_return_sequences, 1, 1024)
-        check_bool("return_full_text", return_full_text)
+        full = check_bool("return_full_text", return_full_text) if return_full_text is not None else True
         if max_length is not None:
             check_int("max_length", max_length, 1, None, "None or an integer >= 1 (prompt plus new tokens)")
         if max_new_tokens is not None:
             check_int("max_new_tokens", max_new_tokens, 0, None, "None or an integer >= 0")
         if temperature is not None:
             check_number("temperature", temperature, 0, None, "a finite number > 0 with do_sample=True")
-        sample = check_bool("do_sample", do_sample) if do_sample is not None else not self.model.defaults.greedy
+        sample = check_bool("do_sample", do_sample) if do_sample is not None else True
         if n > 1 and not sample:
-            raise EdgelmError("num_return_sequences > 1 gives identical greedy outputs: pass do_sample=True")
+            raise EdgelmError("num_return_sequences > 1 with do_sample=False gives identical greedy outputs: "
+                              "leave do_sample out (or True) to sample them")
         if sample and temperature is not None and temperature == 0:
             raise EdgelmError("do_sample=True with temperature=0 cannot sample (as in transformers): "
                               "pass do_sample=False for greedy decoding, or a temperature > 0")
@@ -184,31 +208,43 @@ class TextGenerationPipeline:
                         seed=check_seed("seed", seed), json_schema=json_schema, regex=regex, grammar=grammar)
         if stop_strings is not None:
             settings["stop"] = check_strings("stop_strings", stop_strings)
-        if sample:  # the model's own sampling defaults, else transformers' (temperature 1, top-k 50)
-            base = TRANSFORMERS_SAMPLING if self.model.defaults.greedy else self.model.defaults
+        if eos_token_id is not None:
+            settings["eos_token_ids"] = eos_token_id
+        if sample:  # the model's own sampling defaults, else transformers' pipeline's
+            base = PIPELINE_DEFAULTS if self.model.defaults.greedy else self.model.defaults
             settings["temperature"] = temperature if temperature is not None else base.temperature
             settings["top_k"] = top_k if top_k is not None else base.top_k
         else:
+            given = [name for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+                                              ("min_p", min_p)) if value is not None]
+            if given:  # transformers warns the same way
+                logger.warning("do_sample=False decodes greedily: %s ignored", ", ".join(given))
             settings["temperature"] = 0.0
+        run = dict(max_length=max_length, max_new_tokens=max_new_tokens, settings=settings, n=n, full=full)
         if isinstance(text_inputs, str):
-            return self._texts([text_inputs], max_length, max_new_tokens, settings, n, return_full_text)[0]
-        if isinstance(text_inputs, list) and text_inputs and all(isinstance(m, dict) for m in text_inputs):
-            return self._chat(text_inputs, max_length, max_new_tokens, settings, n)
+            return self._texts([text_inputs], **run)[0]
+        if _is_chat(text_inputs):
+            return self._chat(text_inputs, continue_final_message, **run)
+        if isinstance(text_inputs, list) and text_inputs and all(_is_chat(chat) for chat in text_inputs):
+            return [self._chat(chat, continue_final_message, **run) for chat in text_inputs]
         if isinstance(text_inputs, list) and all(isinstance(t, str) for t in text_inputs):
             for i, text in enumerate(text_inputs):  # all checked before any is generated
                 check_text(f"text_inputs[{i}]", text, allow_empty=False)
-            return self._texts(text_inputs, max_length, max_new_tokens, settings, n, return_full_text)
-        raise EdgelmError("text_inputs must be a string, a list of strings, or a chat (list of role/content dicts)")
+            return self._texts(text_inputs, **run)
+        raise EdgelmError("text_inputs must be a string, a list of strings, a chat (list of role/content dicts) "
+                          "or a list of chats")
 
     def _budget(self, prompt_len: int, max_length: int | None, max_new_tokens: int | None) -> int:
         if max_new_tokens is not None:
             return max_new_tokens
         if max_length is not None:
-            if max_length <= prompt_len:  # transformers warns the same way, and generates nothing
-                logger.warning("max_length=%d is not above the prompt's %d tokens, so nothing is generated; "
-                               "use max_new_tokens to set the new tokens alone", max_length, prompt_len)
-            return max(0, max_length - prompt_len)
-        return self.model.defaults.max_new_tokens
+            if max_length <= prompt_len:  # transformers raises too
+                raise EdgelmError(f"max_length={max_length} is not above the prompt's {prompt_len} tokens, so "
+                                  "nothing would be generated: use max_new_tokens to set the new tokens alone")
+            return max_length - prompt_len
+        if "max_new_tokens" in (self.model.manifest.generation_defaults or {}):  # the model's own default
+            return self.model.defaults.max_new_tokens
+        return PIPELINE_DEFAULTS.max_new_tokens
 
     def _continuations(self, prompts: list[list[int]], budgets: list[int], settings: dict, n: int,
                        reuse_prefix: bool = False) -> list[list[str]]:
@@ -224,21 +260,53 @@ class TextGenerationPipeline:
         texts = self.model.generate_batch([ids for ids in prompts for _ in range(n)], configs)
         return [texts[k * n : (k + 1) * n] for k in range(len(prompts))]
 
-    def _texts(self, texts, max_length, max_new_tokens, settings, n, return_full_text):
+    def _texts(self, texts, max_length, max_new_tokens, settings, n, full):
         prompts = [self.model.encode(check_text("the prompt", text, allow_empty=False)) for text in texts]
         budgets = [self._budget(len(ids), max_length, max_new_tokens) for ids in prompts]
         return [
-            [{"generated_text": (text if return_full_text else "") + new} for new in continuations]
+            [{"generated_text": (text if full else "") + new} for new in continuations]
             for text, continuations in zip(texts, self._continuations(prompts, budgets, settings, n))
         ]
 
-    def _chat(self, messages, max_length, max_new_tokens, settings, n):
-        ids = self.model.chat_ids(messages)
+    def _chat(self, messages, continue_final, max_length, max_new_tokens, settings, n, full):
+        last = messages[-1]
+        if continue_final is None:  # transformers' default: an assistant's last message is continued
+            continue_final = last.get("role") == "assistant"
+        ids = self._continued_ids(messages) if check_bool("continue_final_message", continue_final) \
+            else self.model.chat_ids(messages)
         budget = self._budget(len(ids), max_length, max_new_tokens)
-        return [
-            {"generated_text": [*messages, {"role": "assistant", "content": reply}]}
-            for reply in self._continuations([ids], [budget], settings, n, reuse_prefix=True)[0]
-        ]
+        replies = self._continuations([ids], [budget], settings, n, reuse_prefix=True)[0]
+        if not full:
+            return [{"generated_text": reply} for reply in replies]
+        if continue_final:
+            return [{"generated_text": [*messages[:-1], {**last, "content": last["content"] + reply}]}
+                    for reply in replies]
+        return [{"generated_text": [*messages, {"role": "assistant", "content": reply}]} for reply in replies]
+
+    def _continued_ids(self, messages) -> list[int]:
+        """The chat rendered up to the end of its last message's text, which the model then continues."""
+        final = messages[-1].get("content")
+        rendered = self.model.chat_template.render(messages, add_generation_prompt=False)
+        cut = rendered.rfind(final) if isinstance(final, str) and final else -1
+        if cut < 0:
+            raise EdgelmError("continue_final_message: the chat template does not write the last message's text "
+                              "as it is, so it cannot be continued; pass continue_final_message=False")
+        return self.model.encode(rendered[: cut + len(final)], add_special_tokens=False)
+
+
+def _is_chat(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def _device(device):
+    """transformers' device spellings: -1 (the CPU), 0 or 'cuda:0' (the first GPU), besides 'cpu' and 'cuda'."""
+    if isinstance(device, int) and not isinstance(device, bool) and device in (-1, 0):
+        return "cpu" if device == -1 else "cuda"
+    if device == "cuda:0":
+        return "cuda"
+    if isinstance(device, int) or (isinstance(device, str) and device.startswith("cuda:")):
+        raise EdgelmError(f"device={device!r}: edgelm runs on the CPU (-1, 'cpu') or the first GPU (0, 'cuda')")
+    return device
 
 
 def pipeline(
@@ -258,7 +326,7 @@ def pipeline(
         precision: for exports made here: 'int4' (None: the default), 'int8', 'fp32', or 'gguf' (a .gguf
             source's own quantized blocks, unchanged: the source's quality; see the README). Given with an
             edgelm folder, it must be the folder's own.
-        device: 'cpu' or 'cuda'.
+        device: 'cpu' or 'cuda' (transformers' -1, 0 and 'cuda:0' too).
         threads: CPU threads (default: one per available core; at most that many).
         validate: for exports made here, compare with PyTorch and record the numbers (slower);
             None (the default) follows $EDGELM_VALIDATE: validate unless it is 0.
@@ -270,6 +338,7 @@ def pipeline(
     """
     if task != "text-generation":
         raise EdgelmError(f"task {task!r} is not supported: edgelm offers 'text-generation'")
+    device = _device(device)
     if model is None:  # as transformers' pipeline() does: the default model, and a word that it was chosen
         from .aliases import DEFAULT_MODEL
 

@@ -22,8 +22,8 @@ def test_the_users_own_example(generator):
 
 
 def test_return_full_text_false_and_max_new_tokens(generator):
-    full = generator("Hi", max_new_tokens=6)[0]["generated_text"]
-    new = generator("Hi", max_new_tokens=6, return_full_text=False)[0]["generated_text"]
+    full = generator("Hi", max_new_tokens=6, seed=4)[0]["generated_text"]
+    new = generator("Hi", max_new_tokens=6, seed=4, return_full_text=False)[0]["generated_text"]
     assert full == "Hi" + new
 
 
@@ -41,8 +41,22 @@ def test_list_of_prompts(generator):
 
 
 def test_greedy_with_several_sequences_is_refused(generator):
-    with pytest.raises(EdgelmError, match="do_sample=True"):
-        generator("Hi", num_return_sequences=2)
+    with pytest.raises(EdgelmError, match="do_sample=False gives identical greedy outputs"):
+        generator("Hi", num_return_sequences=2, do_sample=False)
+
+
+def test_it_samples_unless_told_not_to_as_transformers_pipeline_does(generator, monkeypatch):
+    """transformers 4.57's pipeline: do_sample=True, temperature 0.7, top-k 50, 256 new tokens by default."""
+    seen = []
+    real = generator.model.config
+    monkeypatch.setattr(generator.model, "config", lambda *args, **kwargs: seen.append(real(*args, **kwargs))
+                        or seen[-1])
+    three = generator("Hi", seed=1, num_return_sequences=3)  # the user's own kind of call: no do_sample
+    assert len(three) == 3 and len({o["generated_text"] for o in three}) > 1
+    assert {(c.temperature, c.top_k, c.max_new_tokens) for c in seen} == {(0.7, 50, 256)}
+    seen.clear()
+    generator("Hi", max_new_tokens=4, do_sample=False)
+    assert seen[0].greedy
 
 
 def test_only_text_generation():
@@ -146,10 +160,43 @@ def test_without_the_exporter_an_older_cached_export_still_runs(exported, monkey
 
 def test_chat_input_returns_the_conversation(generator):
     messages = [{"role": "user", "content": "Hi"}]
-    out = generator(messages, max_new_tokens=4)
+    out = generator(messages, max_new_tokens=4, do_sample=False)
     conversation = out[0]["generated_text"]
     assert conversation[0] == messages[0] and conversation[1]["role"] == "assistant"
     assert conversation[1]["content"] == generator.model.chat(messages, max_new_tokens=4)
+    reply = generator(messages, max_new_tokens=4, do_sample=False, return_full_text=False)
+    assert reply == [{"generated_text": conversation[1]["content"]}]  # the reply alone, as in transformers
+    both = generator([messages, messages], max_new_tokens=4, do_sample=False)  # a list of chats
+    assert both == [out, out]
+
+
+def test_a_chat_ending_with_the_assistant_is_continued(generator):
+    start = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    out = generator(start, max_new_tokens=4, do_sample=False)[0]["generated_text"]
+    assert len(out) == 2 and out[1]["role"] == "assistant" and out[1]["content"].startswith("Hello")
+    rendered = generator.model.chat_template.render(start, add_generation_prompt=False)
+    prefix = rendered[: rendered.rfind("Hello") + len("Hello")]
+    ids = generator.model.encode(prefix, add_special_tokens=False)  # the template writes BOS where it is wanted
+    expected = "".join(generator.model.stream_ids(ids, generator.model.config(max_new_tokens=4)))
+    assert out[1]["content"] == "Hello" + expected
+    closed = generator(start, max_new_tokens=4, do_sample=False, continue_final_message=False)[0]["generated_text"]
+    assert len(closed) == 3 and closed[1] == start[1]
+
+
+def test_transformers_arguments_with_nothing_to_do_are_accepted_and_others_named(generator):
+    out = generator("Hi", max_new_tokens=2, do_sample=False, batch_size=4, pad_token_id=0,
+                    clean_up_tokenization_spaces=True)
+    assert out == generator("Hi", max_new_tokens=2, do_sample=False)
+    with pytest.raises(EdgelmError, match="takes no stop_sequence \\(for stop_sequence use stop_strings=\\)"):
+        generator("Hi", stop_sequence=".")
+
+
+@pytest.mark.parametrize("device, expected", [(-1, "cpu"), ("cpu", "cpu")])
+def test_transformers_device_spellings(exported, device, expected):
+    generator = edgelm.pipeline("text-generation", model=str(exported("gpt2", "fp32")), device=device)
+    assert generator.model.runner.device == expected
+    with pytest.raises(EdgelmError, match="the first GPU"):
+        edgelm.pipeline("text-generation", model=str(exported("gpt2", "fp32")), device=1)
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
@@ -166,8 +213,8 @@ def test_pipeline_export_without_validation(hf_folder, monkeypatch, tmp_path, ho
 def test_lists_and_return_sequences_run_batched_and_equal_singles(exported):
     generator = edgelm.pipeline("text-generation", model=str(exported("llama", "fp32")))
     texts = ["Hi", "Hello there", "A"]
-    together = generator(texts, max_new_tokens=8)
-    assert together == [generator(t, max_new_tokens=8) for t in texts]
+    together = generator(texts, max_new_tokens=8, do_sample=False)
+    assert together == [generator(t, max_new_tokens=8, do_sample=False) for t in texts]
     sampled = generator("Hi", max_new_tokens=8, do_sample=True, seed=5, num_return_sequences=3)
     assert len(sampled) == 3
     assert sampled == generator("Hi", max_new_tokens=8, do_sample=True, seed=5, num_return_sequences=3)
