@@ -247,7 +247,8 @@ def test_shared_tied_table_keeps_the_gguf_embedding_exact(exact_folders):
     assert np.array_equal(got.view(np.uint32), table.view(np.uint32))
 
 
-@pytest.mark.parametrize("tolerance", [None, 1.0])  # the export's check (this tiny model: not kept), and one that keeps it
+# the export's check (on this tiny model it does not keep the int8 cache), and a tolerance that keeps it
+@pytest.mark.parametrize("tolerance", [None, 1.0])
 def test_the_int8_cache_leaves_every_gguf_weight_as_it_was(exact_folders, tmp_path, tolerance):
     """gguf exports take the int8 KV cache by default where the long-context check keeps it: a change of the
     cache's arithmetic, decided against the fp32 graph, never of a weight."""
