@@ -23,6 +23,7 @@ class GenerationConfig:
     min_p: float = 0.0  # drop tokens less likely than min_p times the top token
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in prompt or output
     stop: tuple[str, ...] = ()  # stop strings; generation ends before any of them is emitted
+    keep_stop: bool = False  # True: the text ends after the stop string that ended it (transformers' pipeline)
     seed: int | None = None  # seed of the sampler, for repeatable sampling
     eos_token_ids: tuple[int, ...] | None = field(default=None)  # None: the model's own
     json_schema: str | None = None  # output is JSON valid under this schema (a dict or pydantic model; kept as JSON text)
@@ -42,6 +43,7 @@ class GenerationConfig:
         set_(self, "repetition_penalty", check_number(name + "repetition_penalty", self.repetition_penalty, 0, None,
                                                       "a finite number > 0 (1 is off)", low_open=True))
         set_(self, "stop", check_strings(name + "stop", self.stop))
+        set_(self, "keep_stop", check_bool(name + "keep_stop", self.keep_stop))
         set_(self, "seed", check_seed(name + "seed", self.seed))
         if self.eos_token_ids is not None:
             ids = (self.eos_token_ids,) if is_int(self.eos_token_ids) else self.eos_token_ids

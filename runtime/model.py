@@ -143,7 +143,7 @@ class Model:
                 self.prefix_cache.put(cache)
             return
         decoder = IncrementalDecoder(self.tokenizer, prompt_ids)
-        stops = StopStrings(config.stop)
+        stops = StopStrings(config.stop, keep=config.keep_stop)
         tokens = self.generate_ids(prompt_ids, config, cache)
         for token in tokens:
             piece = stops.feed(decoder.push(token))

@@ -10,8 +10,9 @@ class StopStrings:
     completed (then cut) or ruled out (then released).
     """
 
-    def __init__(self, stops: tuple[str, ...]):
+    def __init__(self, stops: tuple[str, ...], keep: bool = False):
         self.stops = tuple(s for s in stops if s)
+        self.keep = keep  # the text ends after the stop string (transformers' pipeline), not before it
         self.buffer = ""
         self.stopped = False
 
@@ -22,10 +23,10 @@ class StopStrings:
         if self.stopped:
             return ""
         self.buffer += text
-        cut = self._cut()
+        cut, end = self._cut()
         if cut >= 0:
             self.stopped = True
-            out, self.buffer = self.buffer[:cut], ""
+            out, self.buffer = self.buffer[: end if self.keep else cut], ""
             return out
         hold = self._partial_match_length()
         out = self.buffer[: len(self.buffer) - hold]
@@ -37,8 +38,8 @@ class StopStrings:
         out, self.buffer = ("" if self.stopped else self.buffer), ""
         return out
 
-    def _cut(self) -> int:
-        """Where the buffer stops, or -1: before the stop string that is complete first.
+    def _cut(self) -> tuple[int, int]:
+        """Where the first complete stop string starts and ends in the buffer, or (-1, -1).
 
         Generation stops as soon as any stop string is complete, so among overlapping ones
         the one that ends first wins (the longest of those that end there), not one that starts
@@ -46,9 +47,9 @@ class StopStrings:
         """
         found = [(i + len(stop), i) for stop in self.stops if (i := self.buffer.find(stop)) >= 0]
         if not found:
-            return -1
+            return -1, -1
         first_end = min(end for end, _ in found)
-        return min(start for end, start in found if end == first_end)
+        return min(start for end, start in found if end == first_end), first_end
 
     def _partial_match_length(self) -> int:
         """Length of the longest buffer suffix that is a proper prefix of some stop string."""

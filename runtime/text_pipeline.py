@@ -135,11 +135,32 @@ def export_or_explain(what: str = "exporting"):
     return export_model
 
 
+class PipelineTokenizer:
+    """What transformers code reads from `generator.tokenizer`: the special token ids, encode and decode."""
+
+    def __init__(self, model: Model):
+        tokens = model.manifest.tokens
+        self._model = model
+        self.bos_token_id, self.pad_token_id = tokens.bos_token_id, tokens.pad_token_id
+        self.eos_token_id = tokens.eos_token_ids[0] if tokens.eos_token_ids else None
+        self.bos_token, self.eos_token = tokens.bos_token, tokens.eos_token
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._model.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self._model.tokenizer.decode(list(ids), skip_special_tokens=check_bool("skip_special_tokens",
+                                                                                      skip_special_tokens))
+
+
 class TextGenerationPipeline:
     """Answers `generator(text, max_length=30, ...)` with `[{'generated_text': ...}]`."""
 
+    task = "text-generation"
+
     def __init__(self, model: Model):
         self.model = model
+        self.tokenizer = PipelineTokenizer(model)
 
     def __call__(
         self,
@@ -169,7 +190,7 @@ class TextGenerationPipeline:
         tokens, `max_new_tokens` only new ones (it wins when both are given; neither: the model's own
         default, else 256). Like transformers' pipeline it samples unless `do_sample=False`: at the
         model's own sampling settings where its generation_config.json has them, else temperature 0.7
-        and top-k 50. `stop_strings` end the text before the stop string (transformers keeps it).
+        and top-k 50. `stop_strings` end the text with the stop string, as there.
         A chat whose last message is the assistant's is continued (`continue_final_message`, as in
         transformers). `batch_size`, `pad_token_id` and `clean_up_tokenization_spaces` are accepted
         and have nothing to do. `json_schema` (a dict or pydantic model), `regex` or `grammar` (Lark or
@@ -206,8 +227,8 @@ class TextGenerationPipeline:
                               "pass do_sample=False for greedy decoding, or a temperature > 0")
         settings = dict(top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
                         seed=check_seed("seed", seed), json_schema=json_schema, regex=regex, grammar=grammar)
-        if stop_strings is not None:
-            settings["stop"] = check_strings("stop_strings", stop_strings)
+        if stop_strings is not None:  # as in transformers, the text ends with the stop string
+            settings["stop"], settings["keep_stop"] = check_strings("stop_strings", stop_strings), True
         if eos_token_id is not None:
             settings["eos_token_ids"] = eos_token_id
         if sample:  # the model's own sampling defaults, else transformers' pipeline's

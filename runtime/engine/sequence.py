@@ -44,7 +44,7 @@ class Sequence:
         self.seen[: len(prompt_ids)] = prompt_ids
         self.length = len(prompt_ids)
         self.decoder = IncrementalDecoder(tokenizer, prompt_ids)
-        self.stops = StopStrings(config.stop)
+        self.stops = StopStrings(config.stop, keep=config.keep_stop)
         self.on_event = on_event
         self.tokens: list[int] = []  # generated ids (no eos)
         self.pieces: list[str] = []  # text as streamed

@@ -250,3 +250,21 @@ def test_a_damaged_cached_export_says_how_to_have_it_made_again(exported, monkey
     with pytest.raises(edgelm.EdgelmError) as outside:  # a folder of the user's own: no word of the cache
         edgelm.load(folder)
     assert "models --remove" not in str(outside.value)
+
+
+def test_stop_strings_end_the_text_with_the_stop_string_as_in_transformers(generator):
+    full = generator("Hi", max_new_tokens=12, do_sample=False, return_full_text=False)[0]["generated_text"]
+    stop = full[3:5]  # a string the greedy text holds
+    cut = generator("Hi", max_new_tokens=12, do_sample=False, return_full_text=False, stop_strings=[stop])
+    assert cut[0]["generated_text"] == full[: full.index(stop) + len(stop)]
+    assert generator.model.generate("Hi", max_new_tokens=12, stop=[stop]) == full[: full.index(stop)]  # the API's own
+    batch = generator(["Hi", "Hi"], max_new_tokens=12, do_sample=False, return_full_text=False, stop_strings=[stop])
+    assert batch == [cut, cut]  # the batch engine keeps it too
+
+
+def test_the_tokenizer_and_task_transformers_code_reads(generator):
+    tokenizer = generator.tokenizer
+    assert generator.task == "text-generation"
+    assert tokenizer.eos_token_id == generator.model.manifest.tokens.eos_token_ids[0]
+    ids = tokenizer.encode("Hello")
+    assert ids == generator.model.encode("Hello") and tokenizer.decode(ids) == "Hello"

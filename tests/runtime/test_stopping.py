@@ -34,3 +34,9 @@ def test_earliest_of_several_stops_wins():
 def test_without_stops_everything_passes():
     out, s = feed_all((), ["a", "b"])
     assert out == ["a", "b"] and s.flush() == ""
+
+
+def test_keep_ends_the_text_after_the_stop_string():
+    s = StopStrings(("###",), keep=True)
+    out = [s.feed(p) for p in ["Hello #", "#", "# world", " more"]]
+    assert "".join(out) == "Hello ###" and s.stopped and s.flush() == ""
