@@ -307,8 +307,11 @@ class TextGenerationPipeline:
     def _continued_ids(self, messages) -> list[int]:
         """The chat rendered up to the end of its last message's text, which the model then continues."""
         final = messages[-1].get("content")
+        if not isinstance(final, str) or not final:
+            raise EdgelmError("continue_final_message needs the last message's content as non-empty text; pass "
+                              "continue_final_message=False to answer it instead")
         rendered = self.model.chat_template.render(messages, add_generation_prompt=False)
-        cut = rendered.rfind(final) if isinstance(final, str) and final else -1
+        cut = rendered.rfind(final)
         if cut < 0:
             raise EdgelmError("continue_final_message: the chat template does not write the last message's text "
                               "as it is, so it cannot be continued; pass continue_final_message=False")
