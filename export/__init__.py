@@ -66,7 +66,7 @@ def export_model(
     Args:
         source: a Hugging Face folder or hub id, a .gguf file, or an alias ('smollm2-135m', 'gemma3-270m').
         output: the folder to write; it appears only once the export is complete.
-        precision: 'fp32', 'int8' (dynamic, per channel), 'int4' (MatMulNBits, weight-only), or 'gguf'
+        precision: 'fp32', 'int8' (weight-only 8-bit blocks; see int8_method), 'int4' (MatMulNBits), or 'gguf'
             (a .gguf source's own quantized blocks, carried over exactly; see gguf_exact.py).
         block_size: int4 block size (a power of two >= 16).
         accuracy_level: int4/gguf compute type on CPU (4: int8 with VNNI/AMX).

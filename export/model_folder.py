@@ -40,6 +40,8 @@ def staged_folder(output: Path, force: bool = False, source: str | None = None):
     try:
         with sigterm_as_interrupt():
             yield staging
+            recheck(output, source, force)
+            readable_as_umask_says(staging)
             if output.exists():
                 retired = output.with_name(f".{output.name}.partial-{os.getpid()}-old")  # removed if we die here
                 shutil.rmtree(retired, ignore_errors=True)
@@ -53,6 +55,37 @@ def staged_folder(output: Path, force: bool = False, source: str | None = None):
         shutil.rmtree(staging, ignore_errors=True)
         if not done:
             remove_empty(created)
+
+
+def recheck(output: Path, source: str | None, force: bool) -> None:
+    """check_output again at the end: what appeared at `output` while the export ran is never replaced unasked
+    (another export to the same folder, files the user put there)."""
+    try:
+        check_output(output, source, force)
+    except EdgelmError as exc:
+        raise EdgelmError(f"{exc} (it appeared while this export ran: nothing was replaced, and this export was "
+                          "discarded)") from None
+
+
+def readable_as_umask_says(folder: Path) -> None:
+    """Gives the staged folder and its files the modes the process' umask gives new ones: the staging folder
+    comes from mkdtemp (0700) and onnx writes external data files 0600, which would keep a folder exported
+    for a service from everyone else."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _umask() -> int:
+    """The process' umask, read without changing it (Linux's /proc; elsewhere the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def file_digests(folder: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -19,8 +20,8 @@ from .quantize import save_graph
 TASK = "text-generation-with-past"
 PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
-
 GRAPHS = ("auto", "fused", "optimum")
+logger = logging.getLogger(__name__)
 
 
 def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto",
@@ -45,6 +46,9 @@ def export_fp32_graph(hf_folder: Path, out_dir: Path, graph: str = "auto",
     if kv_dtype not in (None, "float32") and (graph == "optimum" or reason):
         raise EdgelmError(f"kv_dtype={kv_dtype!r} needs edgelm's fused graph, and this export uses optimum's "
                           f"({reason or 'graph=optimum'}); use kv_dtype='float32'")
+    if graph == "auto" and reason:  # said, not silent: the fused graph is the fast one (and the int8 cache's)
+        logger.info("the fused graph does not fit this model (%s): exporting optimum's graph (no int8 KV cache)",
+                    reason)
     if graph != "optimum" and reason is None:
         built_kv = "float32" if kv_dtype in (None, "int8") else kv_dtype
         path = build_fused_graph(hf_folder, out_dir / "fused" / "model.onnx", config, built_kv)

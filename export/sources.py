@@ -35,6 +35,32 @@ class Source:
         return {"kind": self.kind, "id": self.name, "sha256": self.sha256}
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")  # fast, or convertible ones
+
+
+def check_hf_folder(path: Path) -> None:
+    """Refuses a Hugging Face folder that lacks what an export reads, naming it (transformers would fail later,
+    deep in its loaders, with an AttributeError or a message about something else)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgelmError(f"{path}/config.json cannot be read as JSON ({exc}): save the model again with "
+                          "save_pretrained") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise EdgelmError(f"{path}/config.json is not a model config (it has no model_type): save the model again "
+                          "with save_pretrained")
+    if not any((path / name).is_file() for name in WEIGHT_FILES) and not any(path.glob("*.safetensors")):
+        raise EdgelmError(f"{path} has no weights ({' or '.join(WEIGHT_FILES[::2])}): save the model with "
+                          "save_pretrained")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise EdgelmError(f"{path} has no tokenizer (tokenizer.json): save the tokenizer beside the model with "
+                          "tokenizer.save_pretrained(folder)")
+
+
 def resolve_source(source: str, workdir: Path) -> Source:
     """Finds or makes a Hugging Face folder for `source`; GGUF weights are dequantized to fp32 into `workdir`."""
     if source in ALIASES:
@@ -52,6 +78,7 @@ def resolve_source(source: str, workdir: Path) -> Source:
                 "give a folder saved by save_pretrained, a .gguf file, a hub id or an alias "
                 f"({', '.join(ALIASES)})"
             )
+        check_hf_folder(path)
         return Source("folder", str(path), path, folder_sha256(path))
     if path.exists():
         raise EdgelmError(f"{path} is neither a model folder nor a .gguf file")

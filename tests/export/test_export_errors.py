@@ -79,6 +79,8 @@ def test_unsupported_architecture_is_named(tmp_path):
     folder = tmp_path / "weird"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
+    (folder / "model.safetensors").write_bytes(b"")  # what a folder needs before its architecture is looked at
+    (folder / "tokenizer.json").write_text("{}")
     with pytest.raises(EdgelmError, match="does not support 'bert'"):
         export_model(str(folder), tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
@@ -94,3 +96,57 @@ def test_validation_switch(monkeypatch):
     monkeypatch.setenv("EDGELM_VALIDATE", "maybe")
     with pytest.raises(EdgelmError, match="EDGELM_VALIDATE='maybe'"):
         validation_wanted(None)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no-tokenizer", "has no tokenizer"),
+    ("no-weights", "has no weights"),
+    ("config-empty-object", "is not a model config"),
+    ("config-a-list", "is not a model config"),
+])
+def test_a_source_folder_missing_what_an_export_reads_is_named(tmp_path, hf_folder, damage, message):
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(hf_folder("llama"), source)
+    if damage == "no-tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (source / name).unlink(missing_ok=True)
+    elif damage == "no-weights":
+        (source / "model.safetensors").unlink()
+    else:
+        (source / "config.json").write_text("{}" if damage == "config-empty-object" else "[]")
+    with pytest.raises(EdgelmError, match=message):
+        export_model(str(source), tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_what_appears_at_the_output_while_exporting_is_never_replaced_unasked(tmp_path, hf_folder, monkeypatch):
+    from edgelm.export import model_folder
+
+    out = tmp_path / "out"
+    real = model_folder.recheck
+
+    def user_writes_there_meanwhile(output, source, force):
+        out.mkdir()
+        (out / "precious.txt").write_text("mine")
+        real(output, source, force)
+
+    monkeypatch.setattr(model_folder, "recheck", user_writes_there_meanwhile)
+    with pytest.raises(EdgelmError, match="appeared while this export ran"):
+        export_model(str(hf_folder("llama")), out, precision="fp32", check=False, quiet=True)
+    assert (out / "precious.txt").read_text() == "mine" and [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")]
+
+
+def test_the_folder_gets_the_modes_the_umask_gives(tmp_path, hf_folder):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        export_model(str(hf_folder("llama")), tmp_path / "out", precision="fp32", check=False, quiet=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()} == {0o644}
