@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -130,7 +131,7 @@ def export_model(
                 if lm_head_block_size:  # the LM head reads the hidden state
                     hidden = {what: w for what, w in widths.items() if what == "hidden size"}
                     check_block_fits("lm_head_block_size", lm_head_block_size, hidden)
-        with progress.step(f"exporting ONNX graph ({config.model_type})"):
+        with progress.step(f"exporting ONNX graph ({config.model_type})"), damaged_weights_named(src.hf_folder):
             fp32_graph, builder = export_fp32_graph(src.hf_folder, work / "onnx", graph, kv_dtype)
             graph_inputs, kv = read_interface(fp32_graph)
             kv.shared_buffer = builder.startswith("fused-")  # GroupQueryAttention writes the cache in place
@@ -198,6 +199,18 @@ def export_model(
         manifest.save(out)
     progress.say(_report(manifest, Path(output)))
     return manifest
+
+
+@contextmanager
+def damaged_weights_named(folder: Path):
+    """safetensors' own error for a weight file cut short or damaged, as one that says what to do."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        raise EdgelmError(f"the weights in {folder} cannot be read ({exc}): a file is cut short or damaged; save "
+                          "the model again (or download it again)") from None
 
 
 def _share_tied_table(graph_path: Path, manifest: Manifest, work: Path, scorer: Scorer | None) -> None:

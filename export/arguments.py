@@ -26,9 +26,10 @@ def check_export_args(args: dict) -> None:
     if not isinstance(output, (str, os.PathLike)) or not str(output):
         raise EdgelmError(f"output={output!r} is invalid: give the folder to write")
     if "block_size" in args:
-        _check_block("block_size", args["block_size"], "a power of two >= 16 (32 is the default)")
+        _check_block("block_size", args["block_size"], "a power of two from 16 to 65536 (32 is the default)")
     if args.get("lm_head_block_size") is not None:
-        _check_block("lm_head_block_size", args["lm_head_block_size"], "None (the block size) or a power of two >= 16")
+        _check_block("lm_head_block_size", args["lm_head_block_size"],
+                     "None (the block size) or a power of two from 16 to 65536")
     if "accuracy_level" in args:
         check_int("accuracy_level", args["accuracy_level"], 0, 4, "0-4 (4: int8 compute, the fastest on CPU)")
     if "lm_head_bits" in args and args["lm_head_bits"] not in (4, 8) or isinstance(args.get("lm_head_bits"), bool):
@@ -53,7 +54,7 @@ def check_export_args(args: dict) -> None:
 
 
 def _check_block(name: str, block, allowed: str) -> None:
-    """An int4 block size: a power of two >= 16."""
+    """An int4 block size: a power of two from 16 to 65536."""
     check_int(name, block, 16, 1 << 16, allowed)
     if block & (block - 1):
         raise EdgelmError(f"{name}={block} is invalid: use {allowed}")

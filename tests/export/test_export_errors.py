@@ -150,3 +150,14 @@ def test_the_folder_gets_the_modes_the_umask_gives(tmp_path, hf_folder):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()} == {0o644}
+
+
+def test_a_weight_file_cut_short_is_named_with_what_to_do(tmp_path, hf_folder):
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(hf_folder("llama"), source)
+    (source / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(EdgelmError, match="cannot be read .*cut short or damaged"):
+        export_model(str(source), tmp_path / "out", precision="fp32", check=False, quiet=True)
+    assert not (tmp_path / "out").exists()
