@@ -80,14 +80,17 @@ def test_memory_that_was_there_before_is_left_alone():
     moved = back_new_memory_with_huge_pages(before)
     if moved == 0:
         pytest.skip("this kernel does not collapse on request (MADV_COLLAPSE: Linux 6.1+, THP on)")
-    spans_kb = (3 * HUGE_PAGE // 1024, 4 * HUGE_PAGE // 1024)  # the new mapping's whole spans: 3 or 4, by alignment
+    most_kb = 4 * HUGE_PAGE // 1024  # the new mapping's whole spans: 3 or 4, by alignment (fewer where the kernel
+    huge_kb = _smaps_field(new_address, "AnonHugePages")  # answered EAGAIN/ENOMEM for a span: it is skipped)
     if _smaps_field(old_address, "start") == _smaps_field(new_address, "start"):  # the kernel merged the two mappings
-        assert _smaps_field(new_address, "AnonHugePages") in spans_kb  # only the new one's spans
+        assert huge_kb <= most_kb, f"{huge_kb} kB on huge pages: the old mapping's spans were moved too"
     else:
         assert _smaps_field(old_address, "AnonHugePages") == 0
-        assert _smaps_field(new_address, "AnonHugePages") in spans_kb
+        assert huge_kb <= most_kb
     old.close()
     new.close()
+    if huge_kb == 0:  # the property above holds; that the new spans move is shown here only when the kernel could
+        pytest.skip("the kernel moved none of the new mapping's spans this time (memory pressure)")
 
 
 def test_a_load_gives_back_freed_memory_before_it_moves_the_rest(monkeypatch, tmp_path):
