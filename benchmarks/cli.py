@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               "       python -m benchmarks session-options [--model M] [--precision int4] ...\n"
               "       python -m benchmarks serve [--model M] [--clients 1,2,4,8,16] [--backends edgelm,llamacpp] ...\n"
               "       python -m benchmarks kernels [--rows 1,64,256] [--shapes 576x960,...] [--out DIR]\n"
+              "       python -m benchmarks profile FOLDER [--prompt 2048] [--steps 64] [--out DIR]\n"
               "       (one folder: edgelm bench DIR --backends edgelm,transformers ...)")
         return 0
     if argv[0] == "serve":
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from .kernels import main as kernels_main
 
         return kernels_main(argv[1:])
+    if argv[0] == "profile":
+        from .op_profile import main as profile_main
+
+        return profile_main(argv[1:])
     if argv[0] not in COMMANDS:
         print(f"unknown command {argv[0]!r}; try: python -m benchmarks compare --help", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ def default_threads() -> int:
 
 def make_session(graph_path: Path, device: str = "cpu", threads: int | None = None, spinning: bool = True,
                  made_with: str | None = None, flash_attention: bool = True,
-                 arena: bool = True) -> ort.InferenceSession:
+                 arena: bool = True, profile: str | None = None) -> ort.InferenceSession:
     """An InferenceSession on `device` ('cpu' or 'cuda') with full graph optimization.
 
     `spinning` False: its idle threads sleep at once instead of spinning for the next run (a session
@@ -47,6 +47,8 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     error when this process has an older one: its graphs use operator attributes of recent releases.
     `flash_attention` False: its attention takes onnxruntime's plain kernel (attention_kernel.py).
     `arena` False: intermediate tensors come from malloc, not onnxruntime's CPU arena (the harness measures both).
+    `profile`: a path prefix; onnxruntime's profiler records every run into a JSON file named from it
+    (`session.end_profiling()` writes it; the harness's `profile` command reads it).
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgelmError(f"threads={threads!r} is invalid: use None (one per core) or an integer >= 1")
@@ -70,6 +72,9 @@ def make_session(graph_path: Path, device: str = "cpu", threads: int | None = No
     options.enable_cpu_mem_arena = arena
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
         with plain_attention(enabled=not flash_attention):
@@ -96,12 +101,14 @@ def existing_graph(folder: Path, manifest: Manifest, field: str) -> Path:
 
 def open_graph(folder: Path, manifest: Manifest, field: str, device: str, threads: int | None,
                spinning: bool = True, logits: bool = True, kv_dtype: str | None = None,
-               flash_attention: bool | None = None, arena: bool = True) -> ort.InferenceSession:
+               flash_attention: bool | None = None, arena: bool = True,
+               profile: str | None = None) -> ort.InferenceSession:
     """A session on the graph the manifest's `field` names, checked against the manifest's interface.
 
     `logits` False: the graph returns only the cache (a prefill graph without its LM head). `kv_dtype`:
     the graph's cache type where it is not kv.dtype. `flash_attention` None: the attention kernel that
-    suits the cache (attention_kernel.flash_pays); True or False: the tiled or the plain one.
+    suits the cache (attention_kernel.flash_pays); True or False: the tiled or the plain one. `profile`: as
+    make_session's.
     """
     graph_path = existing_graph(folder, manifest, field)
     if (kv_dtype or manifest.kv.dtype) == "int8" and release(ort.__version__) < INT8_CACHE_ONNXRUNTIME:
@@ -114,7 +121,7 @@ def open_graph(folder: Path, manifest: Manifest, field: str, device: str, thread
     session = make_session(graph_path, device, threads, spinning=spinning,
                            made_with=(manifest.versions or {}).get("onnxruntime"),
                            flash_attention=flash_pays(kv_dtype or manifest.kv.dtype, device)
-                           if flash_attention is None else flash_attention, arena=arena)
+                           if flash_attention is None else flash_attention, arena=arena, profile=profile)
     check_graph(manifest, session.get_inputs(), session.get_outputs(), graph_path.name, logits=logits,
                 kv_dtype=kv_dtype)
     return session

@@ -18,3 +18,16 @@ def test_other_configs_are_left_alone():
     config = SimpleNamespace(rope_parameters=dict(flat))
     assert flatten_rope(config).rope_parameters == flat and not hasattr(config, "rope_local_base_freq")
     assert not hasattr(flatten_rope(SimpleNamespace()), "rope_parameters")
+
+
+def test_no_module_beside_the_builder_script_shadows_the_standard_library():
+    """genai_build.py runs as a script, so its folder comes first on sys.path: a `benchmarks/profile.py` once hid the
+    standard library's `profile` from transformers (cProfile imports it) and every genai row of a run failed."""
+    import sys
+    from pathlib import Path
+
+    import edgelm.benchmarks.genai_build as builder
+
+    folder = Path(builder.__file__).parent
+    modules = {p.stem for p in folder.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert not modules & set(sys.stdlib_module_names)
