@@ -185,6 +185,8 @@ def profile_folder(folder: Path, prompt: int, steps: int, threads: int | None, w
     prompt_runs = runs.get("prefill", []) + runs["decode"][: len(runs["decode"]) - steps]
     step_runs = runs["decode"][-steps:]
     attention, weights = graph_facts(model.folder / runner.manifest.graph_file, runner.manifest.kv.head_dim)
+    if "prefill" in runs:  # its attention nodes keep the decode graph's names, but read them from its own graph
+        attention.update(graph_facts(model.folder / runner.manifest.prefill_graph_file, runner.manifest.kv.head_dim)[0])
     for event in (e for run in step_runs for e in run if e["op"] in MATRIX_OPS):
         event["params"] = weights.get(event["name"], event["params"])
     held: dict[str, int] = {}  # the prompt's chunks come first (on the prefill graph, whose nodes keep their names)
