@@ -174,14 +174,10 @@ def profile_folder(folder: Path, prompt: int, steps: int, threads: int | None, w
     with settled_load(model.folder):
         runner.session = open_graph(model.folder, runner.manifest, "graph_file", "cpu", threads,
                                     profile=str(work / "decode"))
-    if runner.has_prefill_graph:  # made as open_prefill_graph makes it (its threads sleep between prompts)
-        runner._prefill_session = open_graph(model.folder, runner.manifest, "prefill_graph_file", "cpu", threads,
-                                             spinning=False, logits=runner.manifest.prefill_logits,
-                                             kv_dtype=runner.prefill_kv_dtype, profile=str(work / "prefill"))
+    runner.open_prefill_graph(profile=str(work / "prefill"))
     profiled = _timed_generation(model, ids, config)
-    sessions = {"prefill": runner._prefill_session, "decode": runner.session}
+    sessions = {"prefill": runner.prefill_session, "decode": runner.session}
     runs = {name: profiled_runs(Path(s.end_profiling())) for name, s in sessions.items() if s is not None}
-    runner.session = runner._prefill_session = sessions = None  # their threads gone before the machine's rates
     prompt_runs = runs.get("prefill", []) + runs["decode"][: len(runs["decode"]) - steps]
     step_runs = runs["decode"][-steps:]
     attention, weights = graph_facts(model.folder / runner.manifest.graph_file, runner.manifest.kv.head_dim)
@@ -280,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = profile_folder(Path(args.folder), args.prompt, args.steps, threads, Path(work))
         except EdgelmError as exc:
             parser.error(str(exc))
-    gc.collect()
+    gc.collect()  # the profiled model and its sessions (their threads) gone before the machine's rates
     rates = machine_rates(threads, figures["heads"], figures["head_dim"], args.prompt)
     report = summary(figures, rates)
     machine = fingerprint()

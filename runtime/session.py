@@ -194,16 +194,20 @@ class GraphRunner:
     def prefill_graph_open(self) -> bool:
         return self._prefill_session is not None
 
-    def open_prefill_graph(self) -> None:
-        """Opens the prefill graph's session now (a server does so at start, not on its first long prompt)."""
+    def open_prefill_graph(self, profile: str | None = None) -> None:
+        """Opens the prefill graph's session now (a server does so at start, not on its first long prompt).
+
+        `profile`: opens it anew, with onnxruntime's profiler on (make_session's; the harness's `profile`).
+        """
         if not self.has_prefill_graph:
             return
         with self._open_prefill:  # two threads with long prompts open it once
-            if self._prefill_session is None:  # its threads sleep between prompts: the decode steps keep the cores
+            if self._prefill_session is None or profile:  # its threads sleep between prompts: the steps keep the cores
+                self._prefill_session = None  # an old session's memory goes first
                 self._prefill_session = open_graph(self._folder, self.manifest, "prefill_graph_file", self.device,
                                                    self._threads, spinning=False,
                                                    logits=self.manifest.prefill_logits,
-                                                   kv_dtype=self.prefill_kv_dtype)
+                                                   kv_dtype=self.prefill_kv_dtype, profile=profile)
                 # its weights stay on small pages: prompts are bound by arithmetic, not by the pages (huge_pages.py),
                 # and moving them would delay the first long prompt by the move's 0.05-0.4 s
                 release_after_load(self._folder)
